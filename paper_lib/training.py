@@ -315,3 +315,21 @@ def training_history(cfg: Config, name: str):
     from .artifacts import read_json
 
     return pd.DataFrame(read_json(model_dir(cfg, name) / "history.json"))
+
+
+def unigram_baselines(cfg: Config, domains: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """Accuracy of always predicting BabyPython's most frequent training token, per validation domain."""
+    from .data import token_stream, unigram_accuracy
+
+    train = torch.cat([token_stream(cfg, d, "train", _half(cfg.data.base_train_tokens)) for d in ("babylm", "python")])
+    vocab = len(get_tokenizer(cfg))
+    return {d: unigram_accuracy(train, token_stream(cfg, d, "validation", cfg.data.eval_tokens), vocab) for d in domains}
+
+
+def _half(tokens: int | None) -> int | None:
+    return None if tokens is None else tokens // 2
+
+
+def training_stats(cfg: Config, name: str) -> dict[str, Any]:
+    """How a model was trained: tokens, steps, wall time and throughput (from its manifest)."""
+    return manifest(model_dir(cfg, name))["meta"]

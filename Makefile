@@ -1,0 +1,48 @@
+# One entry point for users and CI. `make paper` regenerates every figure; `make test` runs the tests.
+# Both build the virtual environment first (torch 2.13.0 CPU wheel, then the package with its extras).
+PROFILE ?= cpu
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PAPER_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup paper test test-all lab bench clean-notebooks help
+
+help:
+	@echo "make setup   build .venv (torch 2.13.0 first, then paper_lib[dev])"
+	@echo "make paper   run every notebook with papermill (PROFILE=cpu by default; smoke, cpu, paper)"
+	@echo "make test    run the test suite (slow tests: make test-all)"
+	@echo "make lab     open the notebooks in JupyterLab"
+	@echo "make bench   run the benchmarks and write their numbers to runs/benchmark/benchmarks.json"
+
+setup: $(STAMP)
+
+# torch is installed first and pinned through a constraints file, so no later resolve pulls a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	echo "torch==2.13.0" > constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name feature-tracking --display-name "feature-tracking" >/dev/null
+	touch $@
+
+paper: $(STAMP)
+	$(PY) -m paper_lib.pipeline --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -ra --runslow
+
+bench: $(STAMP)
+	PAPER_RUNS_DIR=$(abspath runs) $(PY) benchmarks/run_all.py
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+# Strip outputs and execution counts from the committed notebooks.
+clean-notebooks: $(STAMP)
+	$(PY) -m paper_lib.notebook_tools strip notebooks/*.ipynb

@@ -1,0 +1,110 @@
+"""Run the numbered notebooks in order with papermill: the engine behind ``make paper``.
+
+Each executed copy is kept in ``runs/<profile>/notebooks/``. A notebook is re-executed only when its source,
+the package's code, the profile or the corpora changed since its last successful run (every step inside
+it is cached too, so even a re-execution reuses trained models). Wall times go to the benchmark file.
+
+    python -m paper_lib.pipeline --profile cpu            # all notebooks
+    python -m paper_lib.pipeline --profile cpu --only 01 02
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from .artifacts import PROJECT_ROOT, read_json, record_benchmark, run_dir, write_json_atomic
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+KERNEL_NAME = "feature-tracking"
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in run order, optionally only those whose number or name is given."""
+    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [nb for nb in found if any(nb.stem.startswith(key) or nb.stem == key for key in only)]
+    return found
+
+
+def _inputs_digest(notebook: Path, profile: str) -> str:
+    digest = hashlib.sha256()
+    sources = [notebook, *sorted((PROJECT_ROOT / "paper_lib").rglob("*.py")),
+               *sorted((PROJECT_ROOT / "paper_lib" / "profiles").glob("*.yaml"))]
+    for path in sources:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    digest.update(profile.encode())
+    digest.update(os.environ.get("PAPER_DATA_DIR", "").encode())
+    return digest.hexdigest()
+
+
+def _kernel_name() -> str | None:
+    """The project's kernel if installed in this environment, else papermill's default for the interpreter."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else None
+    except Exception:
+        return None
+
+
+def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = False) -> dict:
+    """Execute one notebook with ``profile`` unless its last run is up to date; returns its record."""
+    import papermill
+
+    output = output_dir / notebook.name
+    stamp_path = output_dir / f"{notebook.stem}.stamp.json"
+    digest = _inputs_digest(notebook, profile)
+    if not force and output.exists() and stamp_path.exists() and read_json(stamp_path).get("digest") == digest:
+        return {"notebook": notebook.name, "skipped": True, "seconds": 0.0}
+    started = time.time()
+    papermill.execute_notebook(
+        str(notebook),
+        str(output),
+        parameters={"profile": profile},
+        kernel_name=_kernel_name(),
+        cwd=str(notebook.parent),
+        progress_bar=False,
+        log_output=True,
+    )
+    seconds = round(time.time() - started, 1)
+    write_json_atomic(stamp_path, {"digest": digest, "seconds": seconds})
+    return {"notebook": notebook.name, "skipped": False, "seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--only", nargs="*", help="notebook numbers or names to run (default: all)")
+    parser.add_argument("--force", action="store_true", help="re-execute even when nothing changed")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    output_dir = run_dir(args.profile) / "notebooks"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    selected = notebooks(args.only)
+    if not selected:
+        print(f"no notebooks match {args.only}", file=sys.stderr)
+        return 2
+    total = time.time()
+    records = []
+    for notebook in selected:
+        print(f"[paper] {notebook.name} (profile {args.profile})", flush=True)
+        record = run_notebook(notebook, args.profile, output_dir, args.force)
+        status = "up to date" if record["skipped"] else f"{record['seconds']} s"
+        print(f"[paper] {notebook.name}: {status}", flush=True)
+        records.append(record)
+        if not record["skipped"]:
+            record_benchmark(args.profile, f"notebook_{notebook.stem}", {"wall_seconds": record["seconds"]})
+    elapsed = round(time.time() - total, 1)
+    record_benchmark(args.profile, "make_paper", {"wall_seconds": elapsed, "notebooks": records})
+    print(f"[paper] done in {elapsed} s; executed notebooks in {output_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

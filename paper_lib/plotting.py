@@ -1,0 +1,71 @@
+"""Saving figures and the numbers behind them, and the project's plot style.
+
+Every figure is saved in the run folder (``runs/<profile>/figures/``). Runs of the ``cpu`` and ``paper``
+profiles also write it to the project's ``figures/`` folder, next to a JSON file with its numbers, so the
+committed figures are exactly what ``make paper`` produced; ``smoke`` runs (the tests) never touch it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+from .artifacts import figures_dir, run_dir, write_json_atomic
+from .config import Config
+
+PUBLISHED_PROFILES = ("cpu", "paper")  # profiles whose figures land in figures/
+FIGURE_FORMATS = ("pdf", "png")
+
+
+def setup_style() -> None:
+    """The shared look of every figure (seaborn's paper context on a white grid)."""
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.2)
+    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight"})
+
+
+def output_dirs(cfg: Config) -> list[Path]:
+    """Folders a figure or result is written to for this profile."""
+    dirs = [run_dir(cfg.profile) / "figures"]
+    if cfg.profile in PUBLISHED_PROFILES:
+        dirs.append(figures_dir())
+    for path in dirs:
+        path.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if hasattr(obj, "to_dict") and hasattr(obj, "columns"):  # a pandas DataFrame: list of records
+        return obj.to_dict(orient="records")
+    return obj
+
+
+def save_results(obj: Any, cfg: Config, name: str) -> list[Path]:
+    """Write the numbers behind a figure or table as ``<name>.json`` (DataFrames as lists of records)."""
+    payload = {"profile": cfg.profile, "data": _to_jsonable(obj)}
+    paths = []
+    for folder in output_dirs(cfg):
+        path = folder / f"{name}.json"
+        write_json_atomic(path, payload)
+        paths.append(path)
+    return paths
+
+
+def save_figure(fig, cfg: Config, name: str) -> list[Path]:
+    """Save a matplotlib figure as ``<name>.pdf`` and ``<name>.png`` (written atomically)."""
+    import os
+    import tempfile
+
+    paths = []
+    for folder in output_dirs(cfg):
+        for fmt in FIGURE_FORMATS:
+            path = folder / f"{name}.{fmt}"
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".{fmt}")
+            os.close(fd)
+            fig.savefig(tmp, format=fmt)
+            os.replace(tmp, path)
+            paths.append(path)
+    return paths

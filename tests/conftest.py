@@ -1,0 +1,100 @@
+"""Shared fixtures: the smoke profile with a session run folder, a tiny random Mistral model, seeding."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_environment(tmp_path_factory):
+    """Point the run folder at a session tmp dir and the corpora at $PAPER_DATA_DIR (or ../shared/data)."""
+    runs = tmp_path_factory.mktemp("runs")
+    os.environ["PAPER_RUNS_DIR"] = str(runs)
+    os.environ.setdefault("PAPER_FIGURES_DIR", str(tmp_path_factory.mktemp("figures")))
+    if "PAPER_DATA_DIR" not in os.environ:
+        default = PROJECT_ROOT.parent / "shared" / "data"
+        if default.is_dir():
+            os.environ["PAPER_DATA_DIR"] = str(default)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield runs
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The offline corpora; tests that need them fail loudly if they are missing."""
+    path = os.environ.get("PAPER_DATA_DIR")
+    assert path and Path(path).is_dir(), "set PAPER_DATA_DIR to the offline corpora (e.g. ../shared/data)"
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def smoke_cfg(data_dir):
+    """The smoke profile, reading the offline corpora."""
+    from paper_lib.config import load_config
+
+    return load_config("smoke")
+
+
+@pytest.fixture
+def seed():
+    """Seed every generator the tests use."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    return 0
+
+
+def _tiny_mistral(vocab_size: int = 97):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-6,
+        sliding_window=None,
+        tie_word_embeddings=False,
+    )
+    return MistralForCausalLM(config).float().eval()
+
+
+@pytest.fixture
+def tiny_hf_model():
+    """A tiny random MistralForCausalLM (vocab 97, hidden 32, MLP 64, 1 layer), built locally."""
+    return _tiny_mistral()
+
+
+@pytest.fixture
+def tiny_hooked(tiny_hf_model):
+    """The tiny model converted to a TransformerLens HookedTransformer."""
+    from paper_lib.training import to_hooked
+
+    return to_hooked(tiny_hf_model)
