@@ -104,6 +104,7 @@ def train_lm(
         data_seed=seed,
         bf16=use_bf16,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,  # no accelerator on CPU runs; pinning only warns there
         disable_tqdm=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=_Blocks(train), eval_dataset=_Blocks(validation))
@@ -145,6 +146,17 @@ def _base_inputs(cfg: Config) -> dict[str, Any]:
     }
 
 
+def _trainable(build):
+    """Models are trained on first use, which may happen inside a caller's no_grad or inference_mode block:
+    build (and so create the parameters) with autograd on, whatever the caller's context."""
+
+    def wrapped(out: Path) -> dict:
+        with torch.inference_mode(False), torch.enable_grad():
+            return build(out)
+
+    return wrapped
+
+
 def model_dir(cfg: Config, name: str) -> Path:
     """The finished artifact folder of a model, trained (or merged) on first use."""
     if name not in MODEL_NAMES:
@@ -156,6 +168,7 @@ def model_dir(cfg: Config, name: str) -> Path:
     tokenizer = get_tokenizer(cfg)
     if name == "babypython":
 
+        @_trainable
         def build(out: Path) -> dict:
             model = build_model(cfg, len(tokenizer))
             stats = train_lm(
@@ -177,6 +190,7 @@ def model_dir(cfg: Config, name: str) -> Path:
             "seed": cfg.seed,
         }
 
+        @_trainable
         def build(out: Path) -> dict:
             model = _load_hf(parent)
             blocks = domain_blocks(cfg, domain, "train", cfg.data.finetune_train_tokens)
