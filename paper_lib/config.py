@@ -86,7 +86,9 @@ class MergeConfig:
 class SAEConfig:
     hook_name: str = "blocks.0.mlp.hook_post"
     expansion_factor: int = 16  # 16 x 1024 = 16,384 features
-    # Sparsity coefficient per model, tuned so that L0 lands in tens of features per token.
+    # Sparsity coefficient per model, tuned so that L0 lands in tens of features per token. SAELens's
+    # standard SAE weights each feature's L1 by its decoder norm and sums the MSE over dimensions, so its
+    # scale is not the paper's: profiles set values picked by measuring L0 (see paper_lib/saes.py).
     l1_coefficient: dict[str, float] = field(
         default_factory=lambda: {"babypython": 3e-4, "lua": 3e-4, "tinystories": 3e-3, "luastories": 3e-4}
     )
@@ -96,7 +98,16 @@ class SAEConfig:
     context_size: int = 24
     train_batch_size_tokens: int = 128 * 24
     training_tokens: int = 50_000_000
-    n_batches_in_buffer: int = 32
+    # SAELens's shuffling buffer holds n_batches_in_buffer * context_size activations (it must be at least
+    # one training batch): 512 x 24 = 12,288 tokens, four of the paper's batches.
+    n_batches_in_buffer: int = 512
+    store_batch_size_prompts: int = 128  # blocks per language-model forward pass when collecting activations
+    # Not stated in the paper (constant Adam rate there): warm-ups and decay as fractions of the training steps.
+    lr_warm_up_fraction: float = 0.0
+    lr_decay_fraction: float = 0.0  # linear decay to lr/10 over the last fraction of the steps
+    l1_warm_up_fraction: float = 0.05  # SAELens's L1 warm-up, which keeps early features from dying
+    decoder_init_norm: float = 0.1  # SAELens's heuristic decoder row norm at initialisation (encoder = W_dec.T)
+    b_dec_init: str = "geometric_median"  # the paper's; "mean" or "zeros" also accepted
     eval_blocks: int = 1000  # held-out validation blocks (of context_size tokens) for diagnostics
 
 
@@ -105,6 +116,9 @@ class MatchingConfig:
     threshold: float = 0.8
     n_blocks: int = 1000  # BabyPython validation blocks of context_size tokens, as in the released code
     context_size: int = 24
+    # Token mode: fewest token strings on which both features fire for r to be defined (the released code's
+    # pearsonr needs 2; with 2 any non-constant pair has |r| = 1).
+    min_token_support: int = 2
     modes: list[str] = field(default_factory=lambda: ["token", "position"])
     pairs: list[list[str]] = field(
         default_factory=lambda: [
@@ -120,6 +134,8 @@ class MatchingConfig:
 class CaseStudyConfig:
     n_top_contexts: int = 10
     n_search_blocks: int = 2000  # validation code blocks scored against the labelled token sets
+    score: str = "pearson"  # how a feature is chosen for a concept: "pearson" (with the labels) or "f1" (of firing)
+    matching_mode: str = "token"  # which matching.modes result features are followed through
 
 
 @dataclass
@@ -132,7 +148,10 @@ class AutointerpConfig:
     n_features: int = 100  # features sampled per group
     n_examples: int = 40
     n_holdout_blocks: int = 20
-    n_blocks: int = 2000  # blocks searched for examples
+    n_blocks: int = 2000  # Lua validation blocks (of sae.context_size tokens): 80% searched, 20% held out
+    matching_mode: str = "token"  # which matching.modes result defines LuaStories' persisting Lua features
+    request_timeout_s: float = 60.0  # per HTTP request of the "openai" backend
+    max_retries: int = 5  # retries of a failed request (429, 5xx, timeouts), with exponential backoff
 
 
 @dataclass
@@ -279,10 +298,14 @@ def _validate(cfg: Config) -> None:
         "data.tokenizer": (cfg.data.tokenizer, ("bpe", "hub")),
         "merge.method": (cfg.merge.method, ("slerp", "linear")),
         "autointerp.backend": (cfg.autointerp.backend, ("offline", "openai", "hf")),
+        "case_studies.score": (cfg.case_studies.score, ("pearson", "f1")),
+        "case_studies.matching_mode": (cfg.case_studies.matching_mode, ("token", "position")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"'{key}' is {value!r}; choose one of {', '.join(allowed)}")
+    if cfg.sae.b_dec_init not in ("geometric_median", "mean", "zeros"):
+        raise ConfigError(f"'sae.b_dec_init' is {cfg.sae.b_dec_init!r}; choose geometric_median, mean or zeros")
     for model in cfg.sae.l1_coefficient:
         if model not in MODEL_NAMES:
             raise ConfigError(f"'sae.l1_coefficient' names unknown model '{model}'; models: {MODEL_NAMES}")
