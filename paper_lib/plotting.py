@@ -38,8 +38,23 @@ def output_dirs(cfg: Config) -> list[Path]:
 
 
 def _to_jsonable(obj: Any) -> Any:
-    if hasattr(obj, "to_dict") and hasattr(obj, "columns"):  # a pandas DataFrame: list of records
-        return obj.to_dict(orient="records")
+    """DataFrames (at any depth) as lists of records, Series as dicts, numpy scalars and arrays as Python."""
+    import numpy as np
+
+    if hasattr(obj, "to_dict") and hasattr(obj, "columns"):
+        return [_to_jsonable(r) for r in obj.to_dict(orient="records")]
+    if hasattr(obj, "to_dict") and hasattr(obj, "index"):
+        return _to_jsonable(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and obj != obj:  # NaN is not JSON
+        return None
     return obj
 
 

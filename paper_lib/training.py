@@ -209,7 +209,7 @@ def _load_hf(path: Path):
     from transformers import MistralForCausalLM
 
     try:
-        model = MistralForCausalLM.from_pretrained(path / "model", torch_dtype=torch.float32)
+        model = MistralForCausalLM.from_pretrained(path / "model", dtype=torch.float32)
     except Exception as err:
         raise RuntimeError(
             f"cannot load the model checkpoint in {path / 'model'} ({err}). The folder is corrupt: delete "
