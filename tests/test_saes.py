@@ -1,0 +1,137 @@
+"""Sparse autoencoders: SAELens save/load, diagnostics on hand-built SAEs, training on the smoke profile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from paper_lib import saes
+
+
+def _standard_sae(d_in: int, d_sae: int, apply_b_dec_to_input: bool = True):
+    from sae_lens import SAE, StandardSAEConfig
+
+    sae = SAE.from_dict(
+        StandardSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=apply_b_dec_to_input).to_dict()
+    )
+    sae.cfg.metadata.hook_name = saes.HOOK
+    return sae.eval()
+
+
+def _identity_sae(d_in: int):
+    """Features relu(x_i) and relu(-x_i) decoded back as x_i: a perfect reconstruction."""
+    sae = _standard_sae(d_in, 2 * d_in, apply_b_dec_to_input=False)
+    eye = torch.eye(d_in)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def _zero_sae(d_in: int):
+    sae = _standard_sae(d_in, 2 * d_in)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.zero_()
+    return sae
+
+
+@pytest.fixture
+def tiny_blocks():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(3, 97, (40, 24), generator=generator)
+
+
+def test_save_load_round_trip(tmp_path, seed):
+    from sae_lens import SAE
+
+    sae = _standard_sae(16, 48)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_()
+    sae.save_model(tmp_path / "sae")
+    loaded = SAE.load_from_disk(tmp_path / "sae", dtype="float32").eval()
+    assert loaded.cfg.d_sae == 48 and loaded.cfg.metadata.hook_name == saes.HOOK
+    for key, value in sae.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    x = torch.randn(5, 16)
+    assert torch.allclose(sae.encode(x), loaded.encode(x))
+    assert torch.allclose(sae(x), loaded(x))
+
+
+def test_hook_activations_match_the_cache(tiny_hooked, tiny_blocks):
+    acts = saes.hook_activations(tiny_hooked, tiny_blocks, batch_size=7)
+    _, cache = tiny_hooked.run_with_cache(tiny_blocks, names_filter=[saes.HOOK])
+    assert acts.shape == (40, 24, tiny_hooked.cfg.d_mlp)
+    assert torch.allclose(acts, cache[saes.HOOK], atol=1e-5)
+
+
+def test_diagnostics_perfect_reconstruction(tiny_hooked, tiny_blocks):
+    d = saes.evaluate_sae(_identity_sae(tiny_hooked.cfg.d_mlp), tiny_hooked, tiny_blocks)
+    assert d["n_tokens"] == 40 * 24
+    assert d["ce_loss_zero_ablation"] != pytest.approx(d["ce_loss_clean"], abs=1e-4)  # the hook matters
+    assert d["reconstruction_score"] == pytest.approx(1.0, abs=1e-3)
+    assert d["explained_variance"] == pytest.approx(1.0, abs=1e-4)
+    # every coordinate is non-zero, so exactly one of each (relu(x), relu(-x)) pair fires
+    assert d["l0"] == pytest.approx(tiny_hooked.cfg.d_mlp, abs=0.5)
+    assert len(d["feature_frequency"]) == 2 * tiny_hooked.cfg.d_mlp
+    assert d["dead_fraction"] < 0.1
+
+
+def test_diagnostics_zero_sae(tiny_hooked, tiny_blocks):
+    d = saes.evaluate_sae(_zero_sae(tiny_hooked.cfg.d_mlp), tiny_hooked, tiny_blocks)
+    assert d["reconstruction_score"] == pytest.approx(0.0, abs=1e-4)
+    assert d["ce_loss_reconstruction"] == pytest.approx(d["ce_loss_zero_ablation"], abs=1e-5)
+    assert d["l0"] == 0.0 and d["dead_fraction"] == 1.0
+
+
+def test_geometric_median_resists_outliers(seed):
+    points = torch.randn(500, 8) * 0.1 + 1.0
+    points[:50] += 100.0  # 10% far outliers pull the mean, not the median
+    median = saes.geometric_median(points)
+    assert (median - 1.0).abs().max() < 0.1
+    assert (points.mean(0) - 1.0).abs().max() > 5.0
+
+
+def test_cache_key_has_only_the_own_coefficient(smoke_cfg):
+    from pathlib import Path
+
+    from paper_lib.config import load_config
+
+    folder = Path("model-babypython-0")
+    base = saes._sae_inputs(smoke_cfg, "babypython", folder)
+    other = load_config("smoke", {"sae.l1_coefficient": {**smoke_cfg.sae.l1_coefficient, "lua": 0.5}})
+    assert saes._sae_inputs(other, "babypython", folder) == base
+    mine = load_config("smoke", {"sae.l1_coefficient": {**smoke_cfg.sae.l1_coefficient, "babypython": 0.5}})
+    assert saes._sae_inputs(mine, "babypython", folder) != base
+    assert saes._sae_inputs(smoke_cfg, "babypython", Path("model-babypython-1")) != base
+    with pytest.raises(ValueError, match="unknown model"):
+        saes.sae_dir(smoke_cfg, "gpt2")
+
+
+def test_smoke_training_gives_a_loadable_sae(smoke_cfg):
+    path = saes.sae_dir(smoke_cfg, "babypython")
+    sae = saes.load_sae(smoke_cfg, "babypython")
+    assert not sae.training and sae.W_dec.dtype == torch.float32
+    assert sae.cfg.d_in == smoke_cfg.model.intermediate_size
+    assert sae.cfg.d_sae == smoke_cfg.model.intermediate_size * smoke_cfg.sae.expansion_factor
+    assert sae.cfg.metadata.hook_name == saes.HOOK
+    # decoder rows were normalised after training (the paper's convention)
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(sae.cfg.d_sae), atol=1e-4)
+    # the recorded curve shows learning: the reconstruction error falls
+    curve = saes.training_curves(smoke_cfg, ["babypython"])
+    assert curve["mse_loss"].iloc[-1] < 0.5 * curve["mse_loss"].iloc[0]
+    stats = saes.training_stats(smoke_cfg, "babypython")
+    assert stats["train_tokens"] == (smoke_cfg.sae.training_tokens // smoke_cfg.sae.train_batch_size_tokens) * (
+        smoke_cfg.sae.train_batch_size_tokens
+    )
+    # reused, not retrained
+    assert saes.sae_dir(smoke_cfg, "babypython") == path
+    blocks = saes.validation_blocks(smoke_cfg, "babypython")[:5]
+    acts = saes.encode_blocks(smoke_cfg, "babypython", blocks)
+    assert acts.shape == (5, smoke_cfg.sae.context_size, sae.cfg.d_sae) and (acts >= 0).all()
+    diag = saes.sae_diagnostics(smoke_cfg, "babypython")
+    assert diag["n_blocks"] == smoke_cfg.sae.eval_blocks
+    assert 0.0 <= diag["dead_fraction"] <= 1.0 and diag["l0"] > 0
