@@ -9,6 +9,7 @@ standalone HF checkpoint that mergekit can read), ``history.json`` (the Trainer'
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,9 @@ def train_lm(
     result = trainer.train(resume_from_checkpoint=bool(checkpoints))
     seconds = time.time() - started
     write_json_atomic(out_dir / "history.json", trainer.state.log_history)
+    # Checkpoints (weights + optimiser state, ~3x the model) exist to resume an interrupted run; a finished
+    # model keeps only its final weights.
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     tokens = int(len(train) * train.shape[1] * train_cfg.epochs)
     return {
         "train_tokens": tokens,
