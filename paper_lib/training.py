@@ -219,11 +219,16 @@ def _load_hf(path: Path):
             f"cannot load the model checkpoint in {path / 'model'} ({err}). The folder is corrupt: delete "
             f"{path} and rerun to rebuild it."
         ) from err
-    return model.eval()
+    return model.to(default_device()).eval()
+
+
+def default_device() -> str:
+    """Where analysis runs: the GPU when there is one (Colab), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_lm(cfg: Config, name: str):
-    """The HF ``MistralForCausalLM`` of a model (float32, eval mode), trained or merged if needed."""
+    """The HF ``MistralForCausalLM`` of a model (float32, eval mode, on the GPU if there is one)."""
     return _load_hf(model_dir(cfg, name))
 
 
