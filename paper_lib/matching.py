@@ -662,8 +662,18 @@ def match_pair(
 
 
 def match_all(cfg: Config, mode: str = "token", threshold: float | None = None) -> pd.DataFrame:
-    """One row per pair in ``cfg.matching.pairs``: counts and shares of persisting/emerging/disappearing."""
-    rows = [match_pair(cfg, parent, child, mode, threshold).counts() for parent, child in cfg.matching.pairs]
+    """One row per pair in ``cfg.matching.pairs``: counts and shares of persisting/emerging/disappearing.
+
+    ``parent_persisting_any_share`` is the share of the parent's live features that persist into at least one
+    of its children (the union over every pair with that parent, e.g. BabyPython into Lua or TinyStories).
+    """
+    results = [match_pair(cfg, parent, child, mode, threshold) for parent, child in cfg.matching.pairs]
+    rows = [result.counts() for result in results]
+    for row in rows:
+        same_parent = [r for r in results if r.parent == row["parent"]]
+        into_any = set().union(*(r.persisting_parent.tolist() for r in same_parent))
+        live = int((~same_parent[0].dead_parent).sum())
+        row["parent_persisting_any_share"] = len(into_any) / live if live else float("nan")
     return pd.DataFrame(rows)
 
 
@@ -838,7 +848,7 @@ def plot_feature_flow(summary: pd.DataFrame, ax=None, labels: dict[str, str] | N
 
     Each model is a bar; each parent -> child band is as thick as the number of matched (persisting) child
     features; bars are annotated with each model's live feature count and the share of its live features
-    that persist into a child (the largest share over its children, where it has two).
+    that persist into at least one child (``parent_persisting_any_share``).
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -871,7 +881,7 @@ def plot_feature_flow(summary: pd.DataFrame, ax=None, labels: dict[str, str] | N
         ax.fill_between(xs, top - thick, top, color=colours(k), alpha=0.5, lw=0)
         ax.text(xs[50], top[50] + 0.015, f"{int(row['persisting'])} ({row['persisting_share']:.1%} of child)",
                 ha="center", va="bottom", fontsize=8, color=colours(k))
-    parent_share = summary.groupby("parent")["parent_persisting_share"].max()
+    parent_share = summary.groupby("parent")["parent_persisting_any_share"].first()
     for name, (x, y) in FLOW_LAYOUT.items():
         if name not in live:
             continue

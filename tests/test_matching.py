@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 
 from paper_lib import matching
+from paper_lib.config import load_config
 from paper_lib.matching import (
     CorrelationAccumulator,
     categorise_token,
@@ -249,10 +250,27 @@ def test_flow_figure_draws_one_band_per_pair(seed):
                                       ("lua", "luastories", 50), ("tinystories", "luastories", 5)]:
         rows.append({"parent": parent, "child": child, "n_parent": 100, "n_child": 100, "dead_parent": 4,
                      "dead_child": 2, "persisting": persisting, "persisting_share": persisting / 98,
-                     "parent_persisting_share": persisting / 96})
+                     "parent_persisting_share": persisting / 96, "parent_persisting_any_share": 0.5})
     ax = matching.plot_feature_flow(pd.DataFrame(rows))
     assert len(ax.collections) == 4  # one fill_between band per pair
     heights = sorted(p.get_height() for p in ax.patches)
     assert heights[0] / heights[-1] == pytest.approx(96 / 98)  # bars sized by live features (96 or 98)
     texts = " ".join(t.get_text() for t in ax.texts)
     assert "30 (30.6% of child)" in texts and "96 live features" in texts
+    assert "50.0% persist" in texts
+
+
+def test_parent_share_counts_features_persisting_into_any_child(smoke_cfg, monkeypatch):
+    # Parent features 0 and 1 persist into Lua, 1 and 2 into TinyStories: 3 of 4 live parent features persist.
+    corr_lua = np.array([[0.9, 0.0], [0.0, 0.95], [0.1, 0.1], [0.0, 0.0]])
+    corr_tiny = np.array([[0.0, 0.1], [0.85, 0.0], [0.0, 0.99], [0.2, 0.0]])
+    dead = np.zeros(4, bool)
+    results = {
+        ("babypython", "lua"): classify(corr_lua, dead, np.zeros(2, bool), 0.8, "babypython", "lua"),
+        ("babypython", "tinystories"): classify(corr_tiny, dead, np.zeros(2, bool), 0.8, "babypython", "tinystories"),
+    }
+    monkeypatch.setattr(matching, "match_pair", lambda cfg, parent, child, mode, threshold: results[(parent, child)])
+    cfg = load_config("smoke", {"matching.pairs": [["babypython", "lua"], ["babypython", "tinystories"]]})
+    summary = matching.match_all(cfg, "position")
+    assert list(summary["parent_persisting_share"]) == [0.5, 0.5]
+    assert list(summary["parent_persisting_any_share"]) == [0.75, 0.75]
