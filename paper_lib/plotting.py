@@ -80,7 +80,8 @@ def save_figure(fig, cfg: Config, name: str) -> list[Path]:
             path = folder / f"{name}.{fmt}"
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".{fmt}")
             os.close(fd)
-            fig.savefig(tmp, format=fmt)
+            # No creation date in the PDF: an unchanged figure stays byte-identical, so diffs show real changes.
+            fig.savefig(tmp, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
             os.replace(tmp, path)
             paths.append(path)
     return paths
