@@ -592,7 +592,7 @@ def _model_and_sae(cfg, name: str):
     from .training import load_hooked_lm
 
     sae = load_sae(cfg, name)
-    return load_hooked_lm(cfg, name).to(sae.device), sae
+    return load_hooked_lm(cfg, name).to(sae.device, print_details=False), sae
 
 
 def _encode_chunks(cfg, name: str, blocks: torch.Tensor) -> Iterable[torch.Tensor]:

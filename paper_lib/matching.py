@@ -568,7 +568,7 @@ def activation_sample_dir(cfg: Config, name: str, batch_blocks: int = 64) -> Pat
     def build(out: Path) -> dict:
         blocks = sample_blocks(cfg)
         model, sae = load_hooked_lm(cfg, name), load_sae(cfg, name)
-        model = model.to(sae.device)
+        model = model.to(sae.device, print_details=False)
         pieces = []
         for start in tqdm(range(0, len(blocks), batch_blocks), desc=f"SAE activations ({name})", leave=False):
             hooked = hook_activations(model, blocks[start : start + batch_blocks], batch_blocks)

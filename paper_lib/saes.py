@@ -268,7 +268,7 @@ def train_sae(cfg: Config, name: str, model, blocks: torch.Tensor, out_dir: Path
     from sae_lens import LanguageModelSAETrainingRunner, StandardTrainingSAE
 
     device = _device()
-    model = model.to(device).eval()
+    model = model.to(device, print_details=False).eval()
     d_in = model.cfg.d_mlp
     runner_cfg = _runner_config(cfg, name, d_in, len(blocks), device)
     torch.manual_seed(cfg.seed)
@@ -363,7 +363,7 @@ def encode_blocks(cfg: Config, name: str, blocks: torch.Tensor, batch_size: int 
 
     model = load_hooked_lm(cfg, name) if model is None else model
     sae = load_sae(cfg, name) if sae is None else sae
-    model = model.to(sae.device)
+    model = model.to(sae.device, print_details=False)
     outs = []
     for start in tqdm(range(0, len(blocks), batch_size), desc=f"encoding ({name})", leave=False):
         acts = hook_activations(model, blocks[start : start + batch_size], batch_size)
@@ -420,7 +420,7 @@ def evaluate_sae(sae, model, blocks: torch.Tensor) -> dict[str, Any]:
     batch = _eval_batch_size(n_blocks)
     if sae.cfg.metadata.hook_name is None:  # a hand-built SAE: the evals read the hook name from metadata
         sae.cfg.metadata.hook_name = HOOK
-    model = model.to(sae.device).eval()
+    model = model.to(sae.device, print_details=False).eval()
     with _quiet_sae_lens():
         store = _eval_store(model, sae, blocks, batch)
     eval_cfg = EvalConfig(
