@@ -24,7 +24,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .artifacts import cached_step, file_digest, read_json, stable_hash
+from .artifacts import cached_step, file_digest, stable_hash
 from .config import DOMAINS, Config
 
 SPLITS = ("train", "validation")
@@ -322,13 +322,3 @@ def unigram_accuracy(train_stream: torch.Tensor, eval_stream: torch.Tensor, voca
     counts = torch.bincount(train_stream, minlength=vocab_size)
     return float((eval_stream[1:] == counts.argmax()).float().mean())
 
-
-def describe_data(cfg: Config) -> dict:
-    """Token counts of the cached streams that exist, for tables (reads manifests only)."""
-    from .artifacts import run_dir
-
-    out = {}
-    for path in sorted(run_dir(cfg.profile).glob("tokens-*")):
-        if (path / "manifest.json").exists():
-            out[path.name] = read_json(path / "manifest.json")["meta"]
-    return out
