@@ -17,15 +17,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import cached_step, manifest, record_benchmark, write_json_atomic
-from .config import MODEL_NAMES, Config
+from .artifacts import cached_step, manifest, read_json, record_benchmark, write_json_atomic
+from .config import DOMAINS, MODEL_NAMES, Config
 from .data import (
     base_train_blocks,
     corpus_fingerprint,
     domain_blocks,
     eval_blocks,
     get_tokenizer,
+    token_stream,
     tokenizer_hash,
+    unigram_accuracy,
 )
 
 FINETUNE_DOMAIN = {"lua": "lua", "tinystories": "tinystories"}
@@ -298,9 +300,7 @@ def evaluate_lm(model, blocks: torch.Tensor, batch_size: int = 32, desc: str = "
 
 
 def model_metrics(cfg: Config, name: str) -> dict[str, dict[str, float]]:
-    """Loss and accuracy of one model on every domain's validation blocks (cached beside nothing else)."""
-    from .config import DOMAINS
-
+    """Loss and accuracy of one model on every domain's validation blocks (a cached step of its own)."""
     path = model_dir(cfg, name)
     inputs = {"model": path.name, "eval_tokens": cfg.data.eval_tokens, "tokenizer": tokenizer_hash(cfg)}
     inputs["corpora"] = {d: corpus_fingerprint(cfg, d, "validation") for d in DOMAINS}
@@ -315,8 +315,6 @@ def model_metrics(cfg: Config, name: str) -> dict[str, dict[str, float]]:
         return {}
 
     done = cached_step(cfg.profile, f"eval-{name}", inputs, build)
-    from .artifacts import read_json
-
     return read_json(done / "metrics.json")
 
 
@@ -335,15 +333,11 @@ def training_history(cfg: Config, name: str):
     """The Trainer's log of a trained model as a table (step, loss, eval_loss, learning_rate, ...)."""
     import pandas as pd
 
-    from .artifacts import read_json
-
     return pd.DataFrame(read_json(model_dir(cfg, name) / "history.json"))
 
 
 def unigram_baselines(cfg: Config, domains: tuple[str, ...] | list[str]) -> dict[str, float]:
     """Accuracy of always predicting BabyPython's most frequent training token, per validation domain."""
-    from .data import token_stream, unigram_accuracy
-
     train = torch.cat([token_stream(cfg, d, "train", _half(cfg.data.base_train_tokens)) for d in ("babylm", "python")])
     vocab = len(get_tokenizer(cfg))
     return {d: unigram_accuracy(train, token_stream(cfg, d, "validation", cfg.data.eval_tokens), vocab) for d in domains}
