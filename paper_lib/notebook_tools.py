@@ -14,7 +14,8 @@ from pathlib import Path
 
 import nbformat
 
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# The kernel `make setup` installs into .venv; the pipeline falls back to python3 where it is not installed.
+KERNELSPEC = {"name": "feature-tracking", "display_name": "feature-tracking", "language": "python"}
 
 
 def write_notebook(cells: list[tuple[str, str]], path: Path) -> None:

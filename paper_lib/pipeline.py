@@ -1,8 +1,9 @@
 """Run the numbered notebooks in order with papermill: the engine behind ``make paper``.
 
 Each executed copy is kept in ``runs/<profile>/notebooks/``. A notebook is re-executed only when its source,
-the package's code, the profile or the corpora changed since its last successful run (every step inside
-it is cached too, so even a re-execution reuses trained models). Wall times go to the benchmark file.
+the package's code, the profiles or the corpora (their contents, not their folder's name) changed since its
+last successful run; every step inside it is cached too, keyed on its own code, so a re-execution rebuilds
+only what a change touched. Wall times go to the benchmark file.
 
     python -m paper_lib.pipeline --profile cpu            # all notebooks
     python -m paper_lib.pipeline --profile cpu --only 01 02
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .artifacts import PROJECT_ROOT, read_json, record_benchmark, run_dir, write_json_atomic
+from .core.artifacts import PROJECT_ROOT, file_fingerprint, read_json, record_benchmark, run_dir, write_json_atomic
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL_NAME = "feature-tracking"
@@ -39,18 +40,22 @@ def _inputs_digest(notebook: Path, profile: str) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     digest.update(profile.encode())
-    digest.update(os.environ.get("PAPER_DATA_DIR", "").encode())
+    data_dir = os.environ.get("PAPER_DATA_DIR")
+    if data_dir and Path(data_dir).is_dir():  # the corpora's contents (fingerprints cached by size and mtime)
+        for path in sorted(Path(data_dir).resolve().glob("*/*.jsonl*")):
+            digest.update(f"{path.parent.name}/{path.name}:{file_fingerprint(path)}".encode())
     return digest.hexdigest()
 
 
-def _kernel_name() -> str | None:
-    """The project's kernel if installed in this environment, else papermill's default for the interpreter."""
+def _kernel_name() -> str:
+    """The project's kernel (the notebooks' kernelspec) if installed here, else ``python3``: the interpreter
+    papermill runs in, which is what Colab and any plain Jupyter offer."""
     try:
         from jupyter_client.kernelspec import KernelSpecManager
 
-        return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else None
+        return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
     except Exception:
-        return None
+        return "python3"
 
 
 def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = False) -> dict:

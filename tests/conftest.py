@@ -53,7 +53,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smoke_cfg(data_dir):
     """The smoke profile, reading the offline corpora."""
-    from paper_lib.config import load_config
+    from paper_lib.core.config import load_config
 
     return load_config("smoke")
 
@@ -95,6 +95,6 @@ def tiny_hf_model():
 @pytest.fixture
 def tiny_hooked(tiny_hf_model):
     """The tiny model converted to a TransformerLens HookedTransformer."""
-    from paper_lib.training import to_hooked
+    from paper_lib.models import to_hooked
 
     return to_hooked(tiny_hf_model)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from paper_lib import autointerp as ai
-from paper_lib.config import load_config
+from paper_lib.core.config import load_config
 
 VOCAB = ["local", " x", " y", " =", " 1", " 2", "\n", "end", "(", ")", " +", " if", " then", "'", " ==", " f"]
 
@@ -327,10 +327,11 @@ def test_backend_failure_is_recorded_not_raised(server, tmp_path):
 
 def test_score_features_wires_saes_and_matching(smoke_cfg, monkeypatch):
     """score_features on fake SAEs: feature k fires on token id k; LuaStories persists features 3 and 5."""
-    import sys
     import types
 
     import torch
+
+    from paper_lib.autointerp import run
 
     d_sae, vocab = 12, [f"t{i}" for i in range(10)]
     context = smoke_cfg.sae.context_size
@@ -338,24 +339,25 @@ def test_score_features_wires_saes_and_matching(smoke_cfg, monkeypatch):
     blocks = torch.randint(0, len(vocab), (50, context), generator=generator)
     encoded = []
 
-    def encode_blocks(cfg, name, blocks_BT, model=None, sae=None):
-        assert (model, sae) == (f"model-{name}", f"sae-{name}")  # loaded once, passed to every chunk
-        encoded.append((name, len(blocks_BT)))
-        acts = torch.zeros(len(blocks_BT), blocks_BT.shape[1], d_sae)
-        acts.scatter_(2, blocks_BT.unsqueeze(-1), 1.0 + blocks_BT.unsqueeze(-1).float() / 10)
-        return acts  # features 10 and 11 never fire
+    def encode_chunks(cfg, name, blocks_BT, chunk_blocks=64, model=None, sae=None):
+        for start in range(0, len(blocks_BT), chunk_blocks):  # one model and SAE load per call, as the real one
+            chunk = blocks_BT[start : start + chunk_blocks]
+            encoded.append((name, len(chunk)))
+            acts = torch.zeros(len(chunk), chunk.shape[1], d_sae)
+            acts.scatter_(2, chunk.unsqueeze(-1), 1.0 + chunk.unsqueeze(-1).float() / 10)
+            yield acts.numpy()  # features 10 and 11 never fire
 
     class Match:
+        mode, threshold = "position", 0.8
         persisting = [5, 3, 11]
         best_parent_for_child = np.arange(d_sae) + 100
         best_corr_for_child = np.linspace(0, 1, d_sae)
 
-    saes = types.SimpleNamespace(encode_blocks=encode_blocks, load_sae=lambda cfg, name: f"sae-{name}")
-    monkeypatch.setitem(sys.modules, "paper_lib.saes", saes)
-    monkeypatch.setattr("paper_lib.training.load_hooked_lm", lambda cfg, name: f"model-{name}")
-    monkeypatch.setitem(sys.modules, "paper_lib.matching", types.SimpleNamespace(match_pair=lambda *a, **k: Match()))
-    monkeypatch.setattr(ai, "lua_text_blocks", lambda cfg: blocks)
-    monkeypatch.setattr(ai, "token_strings", lambda cfg: vocab)
+    monkeypatch.setattr(run, "encode_chunks", encode_chunks)
+    monkeypatch.setattr(run, "sae_dir", lambda cfg, name: types.SimpleNamespace(name=f"sae-{name}-fake"))
+    monkeypatch.setattr(run, "match_pair", lambda *a, **k: Match())
+    monkeypatch.setattr(run, "autointerp_blocks", lambda cfg: blocks)
+    monkeypatch.setattr(run, "token_strings", lambda cfg: vocab)
     cfg = load_config("smoke", {"autointerp.n_features": 4, "autointerp.n_holdout_blocks": 4})
     table = ai.score_features(cfg)
     lua = table[table.group == "lua"]

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from paper_lib import case_studies as cs
+from paper_lib import plots
+from paper_lib.core.hooks import DEFAULT_HOOK
 
 # Lines of code as token strings, each with the index of its statement-level assignment '=' (or None).
 # The near-misses are what a sloppy labeller would count: comparisons, keyword arguments, '+=', table fields.
@@ -104,8 +106,8 @@ def test_sae_activations_and_logit_effects(tiny_hooked, seed):
     sae = StandardSAE(StandardSAEConfig(d_in=d_mlp, d_sae=24))
     blocks = torch.randint(0, 97, (5, 12))
     acts = torch.cat(list(cs.sae_activations(tiny_hooked, sae, blocks, batch_size=2)))
-    _, cache = tiny_hooked.run_with_cache(blocks, names_filter=cs.HOOK)
-    torch.testing.assert_close(acts, sae.encode(cache[cs.HOOK]))
+    _, cache = tiny_hooked.run_with_cache(blocks, names_filter=DEFAULT_HOOK)
+    torch.testing.assert_close(acts, sae.encode(cache[DEFAULT_HOOK]))
 
     vocab = [f"t{i}" for i in range(97)]
     direction = sae.W_dec[7].detach()
@@ -151,7 +153,7 @@ def test_pairwise_pattern_correlations():
 
 def test_html_escapes_and_shows_whitespace():
     tokens = ["<script>", "alert('x')", "</script>", " &", "\n", "\tx", '"q"']
-    out = cs.highlight_html(tokens, np.arange(len(tokens), dtype=float), title="<b>t</b>")
+    out = plots.highlight_html(tokens, np.arange(len(tokens), dtype=float), title="<b>t</b>")
     assert "<script>" not in out and "&lt;script&gt;" in out and "&lt;/script&gt;" in out
     assert "&amp;" in out and "&lt;b&gt;t&lt;/b&gt;" in out
     assert "\u21b5<br>" in out and "\u2192x" in out and "white-space: pre-wrap" in out
@@ -162,12 +164,12 @@ def test_html_escapes_and_shows_whitespace():
 def test_shading_is_monotone_in_activation():
     rng = np.random.default_rng(3)
     acts = np.sort(np.concatenate([[-1.0, 0.0], rng.exponential(size=50)]))
-    alpha = cs.shade(acts)
+    alpha = plots.shade(acts)
     assert np.all(np.diff(alpha) >= 0) and alpha[0] == 0 and alpha[1] == 0 and alpha[-1] == 1
-    out = cs.highlight_html([f"t{i}" for i in range(len(acts))], acts)
+    out = plots.highlight_html([f"t{i}" for i in range(len(acts))], acts)
     shown = [float(x) for x in re.findall(r"rgba\(\d+,\d+,\d+,([0-9.]+)\)", out)]
     assert len(shown) == len(acts) and np.all(np.diff(shown) >= 0)
-    assert np.all(cs.shade(acts, vmax=0.0) == 0)
+    assert np.all(plots.shade(acts, vmax=0.0) == 0)
 
 
 def test_highlight_figure_is_drawn_and_shaded(tmp_path):
@@ -181,7 +183,7 @@ def test_highlight_figure_is_drawn_and_shaded(tmp_path):
         "A": {"python": [0, 3, 0, 0, 0, 0, 1, 0, 0], "lua": [0, 0, 3, 0]},
         "B": {"python": [0, 1, 0, 0, 0, 0, 0, 0, 0], "lua": [0, 0, 0, 0]},
     }
-    fig = cs.highlight_figure(snippets, acts, titles={"A": "A #1"}, note="r(A, B) = 0.9")
+    fig = plots.highlight_figure(snippets, acts, titles={"A": "A #1"}, note="r(A, B) = 0.9")
     assert len(fig.axes) == 4
     fig.savefig(tmp_path / "f.png")
     fig.savefig(tmp_path / "f.pdf")
@@ -195,7 +197,7 @@ def test_highlight_figure_is_drawn_and_shaded(tmp_path):
     assert "A #1" in ax.get_title(loc="left") and any("0.9" in t.get_text() for t in fig.texts)
     plt.close(fig)
     with pytest.raises(ValueError, match="no activations"):
-        cs.highlight_figure(snippets, {"A": {"python": acts["A"]["python"]}})
+        plots.highlight_figure(snippets, {"A": {"python": acts["A"]["python"]}})
 
 
 def test_feature_matches_follow_routes_and_stop_at_missing_matches(monkeypatch, smoke_cfg):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from paper_lib import data
-from paper_lib.config import DOMAINS, load_config
+from paper_lib.core.config import DOMAINS, load_config
 
 
 def _write(path, lines, raw=False):

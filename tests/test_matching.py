@@ -11,8 +11,8 @@ import scipy.sparse as sp
 import torch
 from scipy import stats
 
-from paper_lib import matching
-from paper_lib.config import load_config
+from paper_lib import matching, plots
+from paper_lib.core.config import load_config
 from paper_lib.matching import (
     CorrelationAccumulator,
     categorise_token,
@@ -251,7 +251,7 @@ def test_flow_figure_draws_one_band_per_pair(seed):
         rows.append({"parent": parent, "child": child, "n_parent": 100, "n_child": 100, "dead_parent": 4,
                      "dead_child": 2, "persisting": persisting, "persisting_share": persisting / 98,
                      "parent_persisting_share": persisting / 96, "parent_persisting_any_share": 0.5})
-    ax = matching.plot_feature_flow(pd.DataFrame(rows))
+    ax = plots.plot_feature_flow(pd.DataFrame(rows))
     assert len(ax.collections) == 4  # one fill_between band per pair
     heights = sorted(p.get_height() for p in ax.patches)
     assert heights[0] / heights[-1] == pytest.approx(96 / 98)  # bars sized by live features (96 or 98)
@@ -269,7 +269,7 @@ def test_parent_share_counts_features_persisting_into_any_child(smoke_cfg, monke
         ("babypython", "lua"): classify(corr_lua, dead, np.zeros(2, bool), 0.8, "babypython", "lua"),
         ("babypython", "tinystories"): classify(corr_tiny, dead, np.zeros(2, bool), 0.8, "babypython", "tinystories"),
     }
-    monkeypatch.setattr(matching, "match_pair", lambda cfg, parent, child, mode, threshold: results[(parent, child)])
+    monkeypatch.setattr(matching.pairs, "match_pair", lambda cfg, parent, child, mode, threshold: results[(parent, child)])
     cfg = load_config("smoke", {"matching.pairs": [["babypython", "lua"], ["babypython", "tinystories"]]})
     summary = matching.match_all(cfg, "position")
     assert list(summary["parent_persisting_share"]) == [0.5, 0.5]

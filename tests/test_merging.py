@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from paper_lib import merging
-from paper_lib.merging import MergeError, linear_tensor, merge_state_dicts, slerp_tensor, tensor_geometry
+from paper_lib import models
+from paper_lib.models import MergeError, linear_tensor, merge_state_dicts, slerp_tensor, tensor_geometry
 
 
 def _pair(model):
@@ -78,7 +78,7 @@ def test_endpoints_reproduce_both_models(checkpoints, tiny_hf_model):
     _, base_sd, other_sd, (base, other) = checkpoints
     tokens = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(0))
     merged_model = type(base)(base.config).eval()
-    for method in merging.METHODS:
+    for method in models.METHODS:
         for t, reference in ((0.0, base), (1.0, other)):
             merged = merge_state_dicts(base_sd, other_sd, t, method)
             merged_model.load_state_dict(merged)
@@ -108,7 +108,7 @@ def test_in_memory_merge_equals_mergekit_run_merge(checkpoints, tmp_path, method
     from transformers import AutoTokenizer
 
     (base_path, other_path), base_sd, other_sd, _ = checkpoints
-    out = merging.run_mergekit(base_path, other_path, tmp_path / f"merged-{method}-{dtype}", 0.58, method, dtype)
+    out = models.run_mergekit(base_path, other_path, tmp_path / f"merged-{method}-{dtype}", 0.58, method, dtype)
     theirs = {}
     for file in out.glob("*.safetensors"):
         theirs.update(load_file(file))
@@ -137,46 +137,45 @@ def test_bad_inputs_are_named():
 
 
 def test_paper_sweep_is_converted_to_lua_at_t0():
-    table = merging.paper_sweep_table()
+    table = models.paper_sweep_table()
     first, last = table.iloc[0], table.iloc[-1]
     assert (first["t"], first["lua_accuracy"]) == (0.0, 0.4941)  # Lua-ft's model-card accuracy
     assert (last["t"], last["tinystories_accuracy"]) == (1.0, 0.5196)  # TinyStories-ft's
-    crossing = merging.crossing_point(table["t"], table["lua_accuracy"], table["tinystories_accuracy"])
+    crossing = models.crossing_point(table["t"], table["lua_accuracy"], table["tinystories_accuracy"])
     assert 0.40 < crossing < 0.45  # the paper's curves cross between its t = 0.55 and 0.6
-    assert merging.monotonicity(table["t"], table["lua_accuracy"], increasing=False)["monotonic"]
-    assert not merging.monotonicity(table["t"], table["lua_accuracy"], increasing=True)["monotonic"]
+    assert models.monotonicity(table["t"], table["lua_accuracy"], increasing=False)["monotonic"]
+    assert not models.monotonicity(table["t"], table["lua_accuracy"], increasing=True)["monotonic"]
 
 
 def test_crossing_point_interpolates():
-    assert merging.crossing_point([0, 1], [0.0, 1.0], [1.0, 0.0]) == pytest.approx(0.5)
-    assert merging.crossing_point([0, 0.5, 1], [0.0, 0.2, 1.0], [1.0, 0.6, 0.6]) == pytest.approx(0.5 + 0.5 * 0.4 / 0.8)
-    assert merging.crossing_point([0, 1], [0.0, 0.1], [1.0, 0.9]) is None
+    assert models.crossing_point([0, 1], [0.0, 1.0], [1.0, 0.0]) == pytest.approx(0.5)
+    assert models.crossing_point([0, 0.5, 1], [0.0, 0.2, 1.0], [1.0, 0.6, 0.6]) == pytest.approx(0.5 + 0.5 * 0.4 / 0.8)
+    assert models.crossing_point([0, 1], [0.0, 0.1], [1.0, 0.9]) is None
 
 
 def test_luastories_artifact_and_sweep_on_smoke(smoke_cfg):
     """The merged model is a fourth model like the others, and the sweep's endpoints are the fine-tunes."""
     from safetensors.torch import load_file
 
-    from paper_lib import training
 
-    path = training.model_dir(smoke_cfg, "luastories")
-    assert path == merging.merged_model_dir(smoke_cfg)
+    path = models.model_dir(smoke_cfg, "luastories")
+    assert path.name.startswith("model-luastories-") and (path / "model" / "mergekit_config.yml").is_file()
     stored = load_file(next((path / "model").glob("*.safetensors")))
     assert {v.dtype for v in stored.values()} == {torch.float16}  # written in cfg.merge.dtype, like mergekit
     assert (path / "model" / "tokenizer.json").is_file()
-    model = training.load_lm(smoke_cfg, "luastories")
+    model = models.load_lm(smoke_cfg, "luastories")
     assert next(model.parameters()).dtype == torch.float32
-    assert training.load_hooked_lm(smoke_cfg, "luastories").cfg.d_model == smoke_cfg.model.hidden_size
+    assert models.load_hooked_lm(smoke_cfg, "luastories").cfg.d_model == smoke_cfg.model.hidden_size
 
-    sweep = merging.slerp_sweep(smoke_cfg)
-    assert sweep["t"].tolist() == merging.sweep_points(smoke_cfg) and smoke_cfg.merge.t in sweep["t"].tolist()
+    sweep = models.slerp_sweep(smoke_cfg)
+    assert sweep["t"].tolist() == models.sweep_points(smoke_cfg) and smoke_cfg.merge.t in sweep["t"].tolist()
     for t, name in ((0.0, "lua"), (1.0, "tinystories")):
-        metrics = training.model_metrics(smoke_cfg, name)
+        metrics = models.model_metrics(smoke_cfg, name)
         row = sweep.set_index("t").loc[t]
-        for domain in merging.SWEEP_DOMAINS:
+        for domain in ("lua", "tinystories"):  # the parents' fine-tuning domains
             assert row[f"{domain}_accuracy"] == pytest.approx(metrics[domain]["accuracy"], abs=1e-12)
             assert row[f"{domain}_loss"] == pytest.approx(metrics[domain]["loss"], rel=1e-5)
     # the float16 artifact lands next to the float32 sweep point at the same t
-    merged = training.model_metrics(smoke_cfg, "luastories")
+    merged = models.model_metrics(smoke_cfg, "luastories")
     at_t = sweep.set_index("t").loc[smoke_cfg.merge.t]
     assert merged["lua"]["accuracy"] == pytest.approx(at_t["lua_accuracy"], abs=0.01)

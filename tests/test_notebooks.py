@@ -39,3 +39,15 @@ def test_pipeline_skips_unchanged_notebooks(smoke_cfg, tmp_path):
     first = pipeline.run_notebook(NOTEBOOKS[0], "smoke", tmp_path)
     second = pipeline.run_notebook(NOTEBOOKS[0], "smoke", tmp_path)
     assert not first["skipped"] and second["skipped"]
+
+
+def test_pipeline_stamp_follows_the_corpora_contents(tmp_path, monkeypatch):
+    """Replacing a corpus file in place (same folder, same name) makes every notebook out of date."""
+    corpus = tmp_path / "data" / "lua"
+    corpus.mkdir(parents=True)
+    (corpus / "train.jsonl.gz").write_bytes(b"first")
+    monkeypatch.setenv("PAPER_DATA_DIR", str(tmp_path / "data"))
+    before = pipeline._inputs_digest(NOTEBOOKS[0], "smoke")
+    assert pipeline._inputs_digest(NOTEBOOKS[0], "smoke") == before
+    (corpus / "train.jsonl.gz").write_bytes(b"second, longer")
+    assert pipeline._inputs_digest(NOTEBOOKS[0], "smoke") != before

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from paper_lib import saes
+from paper_lib import data, saes
+from paper_lib.core.hooks import DEFAULT_HOOK
+from paper_lib.saes.store import _sae_inputs
 
 
 def _standard_sae(d_in: int, d_sae: int, apply_b_dec_to_input: bool = True):
@@ -14,7 +16,7 @@ def _standard_sae(d_in: int, d_sae: int, apply_b_dec_to_input: bool = True):
     sae = SAE.from_dict(
         StandardSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=apply_b_dec_to_input).to_dict()
     )
-    sae.cfg.metadata.hook_name = saes.HOOK
+    sae.cfg.metadata.hook_name = DEFAULT_HOOK
     return sae.eval()
 
 
@@ -53,7 +55,7 @@ def test_save_load_round_trip(tmp_path, seed):
             p.normal_()
     sae.save_model(tmp_path / "sae")
     loaded = SAE.load_from_disk(tmp_path / "sae", dtype="float32").eval()
-    assert loaded.cfg.d_sae == 48 and loaded.cfg.metadata.hook_name == saes.HOOK
+    assert loaded.cfg.d_sae == 48 and loaded.cfg.metadata.hook_name == DEFAULT_HOOK
     for key, value in sae.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     x = torch.randn(5, 16)
@@ -63,9 +65,9 @@ def test_save_load_round_trip(tmp_path, seed):
 
 def test_hook_activations_match_the_cache(tiny_hooked, tiny_blocks):
     acts = saes.hook_activations(tiny_hooked, tiny_blocks, batch_size=7)
-    _, cache = tiny_hooked.run_with_cache(tiny_blocks, names_filter=[saes.HOOK])
+    _, cache = tiny_hooked.run_with_cache(tiny_blocks, names_filter=[DEFAULT_HOOK])
     assert acts.shape == (40, 24, tiny_hooked.cfg.d_mlp)
-    assert torch.allclose(acts, cache[saes.HOOK], atol=1e-5)
+    assert torch.allclose(acts, cache[DEFAULT_HOOK], atol=1e-5)
 
 
 def test_diagnostics_perfect_reconstruction(tiny_hooked, tiny_blocks):
@@ -98,15 +100,15 @@ def test_geometric_median_resists_outliers(seed):
 def test_cache_key_has_only_the_own_coefficient(smoke_cfg):
     from pathlib import Path
 
-    from paper_lib.config import load_config
+    from paper_lib.core.config import load_config
 
     folder = Path("model-babypython-0")
-    base = saes._sae_inputs(smoke_cfg, "babypython", folder)
+    base = _sae_inputs(smoke_cfg, "babypython", folder)
     other = load_config("smoke", {"sae.l1_coefficient": {**smoke_cfg.sae.l1_coefficient, "lua": 0.5}})
-    assert saes._sae_inputs(other, "babypython", folder) == base
+    assert _sae_inputs(other, "babypython", folder) == base
     mine = load_config("smoke", {"sae.l1_coefficient": {**smoke_cfg.sae.l1_coefficient, "babypython": 0.5}})
-    assert saes._sae_inputs(mine, "babypython", folder) != base
-    assert saes._sae_inputs(smoke_cfg, "babypython", Path("model-babypython-1")) != base
+    assert _sae_inputs(mine, "babypython", folder) != base
+    assert _sae_inputs(smoke_cfg, "babypython", Path("model-babypython-1")) != base
     with pytest.raises(ValueError, match="unknown model"):
         saes.sae_dir(smoke_cfg, "gpt2")
 
@@ -117,7 +119,7 @@ def test_smoke_training_gives_a_loadable_sae(smoke_cfg):
     assert not sae.training and sae.W_dec.dtype == torch.float32
     assert sae.cfg.d_in == smoke_cfg.model.intermediate_size
     assert sae.cfg.d_sae == smoke_cfg.model.intermediate_size * smoke_cfg.sae.expansion_factor
-    assert sae.cfg.metadata.hook_name == saes.HOOK
+    assert sae.cfg.metadata.hook_name == DEFAULT_HOOK
     # decoder rows were normalised after training (the paper's convention)
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(sae.cfg.d_sae), atol=1e-4)
     # the recorded curve shows learning: the reconstruction error falls
@@ -129,9 +131,40 @@ def test_smoke_training_gives_a_loadable_sae(smoke_cfg):
     )
     # reused, not retrained
     assert saes.sae_dir(smoke_cfg, "babypython") == path
-    blocks = saes.validation_blocks(smoke_cfg, "babypython")[:5]
+    blocks = data.sae_validation_blocks(smoke_cfg, "babypython")[:5]
     acts = saes.encode_blocks(smoke_cfg, "babypython", blocks)
     assert acts.shape == (5, smoke_cfg.sae.context_size, sae.cfg.d_sae) and (acts >= 0).all()
     diag = saes.sae_diagnostics(smoke_cfg, "babypython")
     assert diag["n_blocks"] == smoke_cfg.sae.eval_blocks
     assert 0.0 <= diag["dead_fraction"] <= 1.0 and diag["l0"] > 0
+
+
+def test_an_sae_on_another_hook_works_through_every_consumer(smoke_cfg):
+    """An SAE on blocks.0.hook_resid_post (d_model wide, not d_mlp) is trained, evaluated and encoded by every
+    consumer at its own hook: diagnostics, matching samples, case-study search and report, autointerp."""
+    import numpy as np
+
+    from paper_lib import autointerp, case_studies, matching, models
+    from paper_lib.core.config import load_config
+
+    hook = "blocks.0.hook_resid_post"
+    cfg = load_config("smoke", {"sae.hook_name": hook})
+    sae = saes.load_sae(cfg, "babypython")
+    assert sae.cfg.d_in == cfg.model.hidden_size != cfg.model.intermediate_size
+    assert saes.sae_hook(sae) == hook and saes.sae_dir(cfg, "babypython") != saes.sae_dir(smoke_cfg, "babypython")
+    model = models.load_hooked_lm(cfg, "babypython")
+    blocks = data.matching_blocks(cfg)[:4]
+    _, cache = model.run_with_cache(blocks, names_filter=[hook])
+    expected = sae.encode(cache[hook]).detach()
+    torch.testing.assert_close(saes.encode_blocks(cfg, "babypython", blocks), expected)
+
+    diagnostics = saes.sae_diagnostics(cfg, "babypython")
+    assert diagnostics["d_sae"] == sae.cfg.d_sae and np.isfinite(diagnostics["explained_variance"])
+    acts, tokens = matching.load_activation_sample(cfg, "babypython")
+    np.testing.assert_allclose(acts[: blocks.numel()].toarray(), expected.reshape(-1, sae.cfg.d_sae).numpy(), atol=1e-5)
+    scores = case_studies.concept_scores(cfg, "babypython")
+    assert len(scores["tables"]["variable_assignment"]) == sae.cfg.d_sae
+    report = case_studies.feature_report(cfg, "babypython", int(expected.sum((0, 1)).argmax()), k=3)
+    assert len(report["logit_effects"]) == 6 and len(report["top_contexts"]) > 0
+    features = autointerp.feature_activations(cfg, "babypython", blocks, [0, 5])
+    np.testing.assert_allclose(features, expected[..., [0, 5]].permute(2, 0, 1).numpy(), atol=1e-5)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from paper_lib import artifacts, training
+from paper_lib import models
+from paper_lib.core import artifacts
 
 
 def test_hooked_transformer_matches_hf_logits(tiny_hf_model, tiny_hooked):
@@ -28,34 +29,34 @@ def test_evaluate_lm_counts_correct_predictions(tiny_hf_model):
             return torch.nn.functional.one_hot((tokens + 1) % 10, 10).float() * 50
 
     blocks = torch.tensor([[0, 1, 2, 3], [4, 5, 9, 9]])
-    metrics = training.evaluate_lm(Echo(), blocks, batch_size=1)
+    metrics = models.evaluate_lm(Echo(), blocks, batch_size=1)
     assert metrics["accuracy"] == pytest.approx(4 / 6)  # 3 of 3 in the first block, 1 of 3 (5->6 no, 9->0 no) in the second
-    both = training.evaluate_lm(tiny_hf_model, torch.randint(0, 97, (4, 16)), batch_size=3)
+    both = models.evaluate_lm(tiny_hf_model, torch.randint(0, 97, (4, 16)), batch_size=3)
     assert 0 <= both["accuracy"] <= 1 and both["loss"] > 0
 
 
 def test_trained_model_is_reused_not_retrained(smoke_cfg):
-    path = training.model_dir(smoke_cfg, "babypython")
+    path = models.model_dir(smoke_cfg, "babypython")
     assert artifacts.is_complete(path)
     stamp = (path / "manifest.json").stat().st_mtime_ns
-    assert training.model_dir(smoke_cfg, "babypython") == path
+    assert models.model_dir(smoke_cfg, "babypython") == path
     assert (path / "manifest.json").stat().st_mtime_ns == stamp
     assert not path.with_name(path.name + ".partial").exists()
-    stats = training.training_stats(smoke_cfg, "babypython")
+    stats = models.training_stats(smoke_cfg, "babypython")
     assert stats["train_tokens"] > 0 and stats["tokens_per_second"] > 0
 
 
 def test_training_is_deterministic_even_from_inside_inference_mode(smoke_cfg, tmp_path, monkeypatch):
-    reference = training.load_lm(smoke_cfg, "babypython")
+    reference = models.load_lm(smoke_cfg, "babypython")
     monkeypatch.setenv("PAPER_RUNS_DIR", str(tmp_path))
     with torch.inference_mode():  # models train on first use, whatever the caller's autograd context
-        again = training.load_lm(smoke_cfg, "babypython")
+        again = models.load_lm(smoke_cfg, "babypython")
     for (name, a), (_, b) in zip(reference.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
 
 
 def test_finetuned_models_improve_on_their_domain(smoke_cfg):
-    table = training.model_table(smoke_cfg, ["babypython", "lua", "tinystories"])
+    table = models.model_table(smoke_cfg, ["babypython", "lua", "tinystories"])
     acc = table.pivot(index="model", columns="domain", values="accuracy")
     # Even the tiny smoke fine-tunes move towards their domain; the cpu-profile gains are reported separately.
     assert acc.loc["Lua", "lua"] > acc.loc["BabyPython", "lua"]
@@ -63,7 +64,7 @@ def test_finetuned_models_improve_on_their_domain(smoke_cfg):
 
 
 def test_corrupt_checkpoint_gives_a_clear_error(smoke_cfg):
-    path = training.model_dir(smoke_cfg, "babypython")
+    path = models.model_dir(smoke_cfg, "babypython")
     copy = path.parent / "corrupt-copy"
     artifacts.remove_tree(copy)
     import shutil
@@ -71,9 +72,9 @@ def test_corrupt_checkpoint_gives_a_clear_error(smoke_cfg):
     shutil.copytree(path, copy)
     (copy / "model" / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(RuntimeError, match="corrupt: delete"):
-        training._load_hf(copy)
+        models.load_hf(copy)
 
 
 def test_unknown_model_name(smoke_cfg):
     with pytest.raises(ValueError, match="unknown model 'gpt2'"):
-        training.model_dir(smoke_cfg, "gpt2")
+        models.model_dir(smoke_cfg, "gpt2")

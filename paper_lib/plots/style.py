@@ -1,4 +1,4 @@
-"""Saving figures and the numbers behind them, and the project's plot style.
+"""Saving figures and the numbers behind them, and the project's plot style (every notebook uses these).
 
 Every figure is saved in the run folder (``runs/<profile>/figures/``). Runs of the ``cpu`` and ``paper``
 profiles also write it to the project's ``figures/`` folder, next to a JSON file with its numbers, so the
@@ -12,8 +12,8 @@ from typing import Any
 
 import matplotlib
 
-from .artifacts import figures_dir, run_dir, write_json_atomic
-from .config import Config
+from ..core.artifacts import figures_dir, run_dir, write_json_atomic
+from ..core.config import Config
 
 PUBLISHED_PROFILES = ("cpu", "paper")  # profiles whose figures land in figures/
 FIGURE_FORMATS = ("pdf", "png")

@@ -1,0 +1,387 @@
+"""Typed, validated configuration of every section of the paper, loaded from a profile plus overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .registry import DOMAINS, REGISTRY  # noqa: F401 (DOMAINS is re-exported for callers)
+
+PROFILE_DIR = Path(__file__).parent.parent / "profiles"
+MODEL_NAMES = REGISTRY.names  # re-exported, like DOMAINS, for callers that imported it from the old config
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # names the run folder: must not climb out or nest
+
+Positive = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam diverges at beta = 1
+Mode = Literal["token", "position"]
+
+
+class ConfigError(ValueError):
+    """A profile or override that does not fit the configuration schema."""
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    # _describe puts the key in front; cross-field checks raise ValueError and name their keys themselves.
+    return PydanticCustomError("config_value", message)
+
+
+class _Section(BaseModel):
+    """Base of every section: strict types, no unknown keys, re-checked on assignment; defaults are the paper's."""
+
+    # strict: "yes" is no bool, "3" and 1.5 are no int, True is no number; an int is still accepted for a float
+    # (and stored as a float, so cache keys built from model_dump() do not depend on how a number was written).
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Callers catch ConfigError, not ValidationError. A cross-field check fails after pydantic has stored the
+        # value, so the old one is put back: a rejected assignment leaves the section as it was.
+        old = self.__dict__.get(name)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as err:
+            self.__dict__[name] = old
+            raise ConfigError(_message(err, f"assignment to {type(self).__name__}")) from err
+
+
+class DataConfig(_Section):
+    # "local": <data_dir or $PAPER_DATA_DIR>/<domain>/{train,validation}.jsonl.gz; "hub": the paper's datasets.
+    source: Literal["local", "hub"] = "hub"
+    data_dir: str | None = None
+    # "bpe": byte-level BPE trained on the base mixture; "hub": a pretrained tokenizer from the hub
+    # (the paper used Mistral-7B's 32k tokenizer).
+    tokenizer: Literal["bpe", "hub"] = "hub"
+    hub_tokenizer: str = "mistralai/Mistral-7B-v0.1"
+    vocab_size: Positive = 32000
+    tokenizer_train_chars: Positive = 20_000_000  # characters of base-mixture text the BPE is trained on
+    block_size: Positive = 256
+    base_train_tokens: Positive | None = None  # None: all available, split evenly between BabyLM and Python
+    finetune_train_tokens: Positive | None = None  # per fine-tuning domain; None: all available
+    eval_tokens: Positive = 1_048_576  # validation tokens per domain for loss/accuracy
+
+
+class ModelConfig(_Section):
+    # MistralForCausalLM as in the paper's model card (35.1M parameters with the 32k vocabulary).
+    hidden_size: Positive = 512
+    intermediate_size: Positive = 1024
+    num_hidden_layers: Positive = 1
+    num_attention_heads: Positive = 16
+    num_key_value_heads: Positive = 8
+    rms_norm_eps: PositiveFloat = 1e-6
+    rope_theta: PositiveFloat = 10000.0
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> ModelConfig:
+        hidden, heads, kv = self.hidden_size, self.num_attention_heads, self.num_key_value_heads
+        if hidden % heads:
+            fit = max(d for d in range(1, heads) if hidden % d == 0)  # the nearest smaller head count that works
+            raise ValueError(
+                f"'model.hidden_size' ({hidden}) must be divisible by 'model.num_attention_heads' ({heads}): "
+                f"set num_attention_heads to a divisor of {hidden} (e.g. {fit}) "
+                "or change hidden_size"
+            )
+        if heads % kv:
+            fit = max(d for d in range(1, kv) if heads % d == 0)
+            raise ValueError(
+                f"'model.num_attention_heads' ({heads}) must be divisible by 'model.num_key_value_heads' ({kv}): "
+                f"set num_key_value_heads to a divisor of {heads} (e.g. {fit})"
+            )
+        return self
+
+
+class TrainConfig(_Section):
+    learning_rate: PositiveFloat = 6e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: NonNegative = 0
+    weight_decay: NonNegativeFloat = 0.1
+    adam_beta1: Beta = 0.9
+    adam_beta2: Beta = 0.999
+    batch_size: Positive = 64  # blocks per optimiser step
+    epochs: PositiveFloat = 3.0  # the model card says 3 (the earliest config said 4)
+    eval_batch_size: Positive = 64
+    logging_steps: Positive = 50
+    save_steps: Positive = 1000  # checkpoint interval, for resuming an interrupted run
+    bf16: bool = True  # used only where a CUDA device supports it
+
+
+def _finetune_defaults() -> TrainConfig:
+    return TrainConfig(learning_rate=2e-5, warmup_steps=500, weight_decay=0.01, epochs=1.0)
+
+
+class MergeConfig(_Section):
+    method: Literal["slerp", "linear"] = "slerp"  # "slerp" (mergekit) or "linear"
+    t: Fraction = 0.58  # LuaStories: 0.58 of the way from Lua (base_model) to TinyStories
+    sweep_stride: Annotated[float, Field(gt=0, le=1)] = 0.05
+    dtype: str = "float16"  # dtype the merged checkpoint is written in, as in the paper's mergekit config
+
+
+class SAEConfig(_Section):
+    hook_name: str = "blocks.0.mlp.hook_post"
+    expansion_factor: Positive = 16  # 16 x 1024 = 16,384 features
+    # Sparsity coefficient per model, tuned so that L0 lands in tens of features per token. The paper's
+    # values (3e-4; 3e-3 for TinyStories) are in its own loss scale; SAELens 6's standard SAE sums the MSE
+    # over dimensions and weights each feature's L1 by its decoder norm, where 3e-4 leaves L0 in the
+    # thousands (measured: 1e-3 -> L0 ~1,700 on the cpu BabyPython). 1.0 gives L0 ~20 on all four cpu models
+    # (1,024-d MLP, like the paper's); unmeasured at the paper's scale: check L0 in notebook 04 and adjust.
+    # Keys are registry model names, or "default": the coefficient of a model with no entry of its own (profiles
+    # merge key by key onto these four entries, so "default" reaches only models added to the registry later).
+    l1_coefficient: dict[str, PositiveFloat] = Field(
+        default_factory=lambda: {"babypython": 1.0, "lua": 1.0, "tinystories": 1.0, "luastories": 1.0}
+    )
+    lr: PositiveFloat = 1e-4
+    adam_beta1: Beta = 0.9
+    adam_beta2: Beta = 0.9999
+    context_size: Positive = 24
+    train_batch_size_tokens: Positive = 128 * 24
+    training_tokens: Positive = 50_000_000
+    # SAELens's shuffling buffer holds n_batches_in_buffer * context_size activations (it must be at least
+    # one training batch): 512 x 24 = 12,288 tokens, four of the paper's batches.
+    n_batches_in_buffer: Positive = 512
+    store_batch_size_prompts: Positive = 128  # blocks per language-model forward pass when collecting activations
+    # Not stated in the paper (constant Adam rate there): warm-ups and decay as fractions of the training steps.
+    lr_warm_up_fraction: Fraction = 0.0
+    lr_decay_fraction: Fraction = 0.0  # linear decay to lr/10 over the last fraction of the steps
+    l1_warm_up_fraction: Fraction = 0.05  # SAELens's L1 warm-up, which keeps early features from dying
+    decoder_init_norm: PositiveFloat = 0.1  # SAELens's heuristic decoder row norm at initialisation (encoder = W_dec.T)
+    # The paper's; "mean" or "zeros" also accepted.
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    eval_blocks: Positive = 1000  # held-out validation blocks (of context_size tokens) for diagnostics
+
+    @field_validator("l1_coefficient")
+    @classmethod
+    def _keys_are_models(cls, coefficients: dict[str, float]) -> dict[str, float]:
+        unknown = [repr(m) for m in coefficients if m != "default" and m not in REGISTRY]
+        if unknown:
+            raise _invalid(
+                f"names unknown model {', '.join(unknown)}; keys are {', '.join(REGISTRY.names)} or 'default'"
+            )
+        return coefficients
+
+    @model_validator(mode="after")
+    def _batches_fit(self) -> SAEConfig:
+        batch, context, buffers = self.train_batch_size_tokens, self.context_size, self.n_batches_in_buffer
+        if buffers * context < batch:
+            raise ValueError(
+                f"'sae.n_batches_in_buffer' x 'sae.context_size' ({buffers} x {context} = {buffers * context} "
+                f"activations) must hold one batch of 'sae.train_batch_size_tokens' ({batch}): raise "
+                f"n_batches_in_buffer to at least {-(-batch // context)} or lower train_batch_size_tokens"
+            )
+        if self.training_tokens < batch:
+            raise ValueError(
+                f"'sae.training_tokens' ({self.training_tokens}) must be at least one batch of "
+                f"'sae.train_batch_size_tokens' ({batch}): raise training_tokens or lower train_batch_size_tokens"
+            )
+        return self
+
+
+class MatchingConfig(_Section):
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+    n_blocks: Positive = 1000  # BabyPython validation blocks of context_size tokens, as in the released code
+    context_size: Positive = 24
+    # Token mode: fewest token strings on which both features fire for r to be defined (the released code's
+    # pearsonr needs 2; with 2 any non-constant pair has |r| = 1).
+    min_token_support: Annotated[int, Field(ge=2)] = 2
+    modes: list[Mode] = Field(default_factory=lambda: ["token", "position"])
+    # None: every parent -> child edge of the registry (REGISTRY.edges(); see matching.pairs.matching_pairs), so a
+    # new model is matched to its parents without touching the profiles; otherwise a list of [parent, child] names.
+    pairs: list[list[str]] | None = None
+
+    @field_validator("modes", "pairs", mode="before")
+    @classmethod
+    def _tuples_as_lists(cls, value: Any) -> Any:
+        # REGISTRY.edges() and callers hand over tuples, which strict mode would refuse as lists.
+        if isinstance(value, (list, tuple)):
+            return [list(item) if isinstance(item, tuple) else item for item in value]
+        return value
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_are_models(cls, pairs: list[list[str]] | None) -> list[list[str]] | None:
+        for i, pair in enumerate(pairs or []):
+            if len(pair) != 2 or pair[0] == pair[1] or any(m not in REGISTRY for m in pair):
+                raise _invalid(
+                    f"entry {i} {pair!r} must be [parent, child]: two different models of {', '.join(REGISTRY.names)}"
+                )
+        return pairs
+
+
+class CaseStudyConfig(_Section):
+    n_top_contexts: Positive = 10
+    n_search_blocks: Positive = 2000  # validation code blocks scored against the labelled token sets
+    # How a feature is chosen for a concept: "pearson" (with the labels) or "f1" (of firing).
+    score: Literal["pearson", "f1"] = "pearson"
+    # Features are followed through position-mode matches: token mode with the released minimum of 2 shared
+    # token strings gives |r| = 1 to chance pairs (on the cpu run 99.9% of features "persisted" that way).
+    matching_mode: Mode = "position"
+
+
+class AutointerpConfig(_Section):
+    # "offline", "openai" (any OpenAI-compatible API) or "hf" (local transformers model).
+    backend: Literal["offline", "openai", "hf"] = "offline"
+    explainer_model: str = "gpt-4-turbo"
+    simulator_model: str = "gpt-4-turbo"
+    hf_model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    temperature: NonNegativeFloat = 0.0
+    n_features: Positive = 100  # features sampled per group
+    n_examples: Positive = 40
+    n_holdout_blocks: Positive = 20
+    n_blocks: Positive = 2000  # Lua validation blocks (of sae.context_size tokens): 80% searched, 20% held out
+    # Which matching.modes result defines LuaStories' persisting Lua features (position: see CaseStudyConfig).
+    matching_mode: Mode = "position"
+    request_timeout_s: PositiveFloat = 60.0  # per HTTP request of the "openai" backend
+    max_retries: NonNegative = 5  # retries of a failed request (429, 5xx, timeouts), with exponential backoff
+
+
+class Config(_Section):
+    profile: str = "paper"
+    seed: NonNegative = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: TrainConfig = Field(default_factory=_finetune_defaults)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    sae: SAEConfig = Field(default_factory=SAEConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    case_studies: CaseStudyConfig = Field(default_factory=CaseStudyConfig)
+    autointerp: AutointerpConfig = Field(default_factory=AutointerpConfig)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_is_a_folder_name(cls, name: str) -> str:
+        if not PROFILE_NAME.fullmatch(name) or ".." in name:
+            pattern = f"^{PROFILE_NAME.pattern}$ without '..' (rename the file or set its 'profile:' key)"
+            raise _invalid(f"is {name!r}: a profile name names the run folder, so it must match {pattern}")
+        return name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (round-trips through ``config_from_dict``)."""
+        return self.model_dump()
+
+
+_TYPE_PHRASES = {
+    "int_type": "must be an integer", "int_parsing": "must be an integer", "int_from_float": "must be an integer",
+    "float_type": "must be a number", "float_parsing": "must be a number", "finite_number": "must be a finite number",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false", "string_type": "must be a string",
+    "dict_type": "must be a mapping", "model_type": "must be a mapping of its keys", "list_type": "must be a list",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _describe(error: dict) -> str:
+    """One pydantic error in the loader's own phrasing, naming the dotted key."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    loc = tuple(p for p in error["loc"] if p != "[key]")
+    # List positions go after the quoted key; an unknown key sits in a section, where an int (YAML) is a key too.
+    kind = "extra_forbidden" if kind == "invalid_key" else kind
+    key = ".".join(str(p) for p in loc if kind == "extra_forbidden" or not isinstance(p, int))
+    indices = "".join(f"[{p}]" for p in loc if isinstance(p, int))
+    where = f"'{key}'" + (f" entry {indices}" if indices else "")
+    if kind == "extra_forbidden":
+        section: type[BaseModel] = Config  # only sections forbid extra keys, so every step of loc is a section
+        for part in loc[:-1]:
+            section = section.model_fields[part].annotation
+        return f"unknown config key '{key}'. Known keys here: {', '.join(sorted(section.model_fields))}"
+    if kind in _TYPE_PHRASES:
+        return f"{where} {_TYPE_PHRASES[kind]}, got {type(value).__name__} ({value!r})"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx["expected"])  # pydantic's "'a', 'b' or 'c'"
+        return f"{where} is {value!r}; choose one of {', '.join(choices)}"
+    if kind in _BOUNDS:
+        (bound,) = ctx.values()  # the one of gt, ge, lt, le that failed
+        return f"{where} must be {_BOUNDS[kind]} {bound} (got {value!r})"
+    if kind == "config_value":
+        return f"{where} {error['msg']}"
+    if kind == "value_error":
+        return str(ctx["error"])
+    return f"{where} is invalid: {error['msg']} (got {value!r})"
+
+
+def _message(err: ValidationError, source: str) -> str:
+    problems = [_describe(e) for e in err.errors(include_url=False)]
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems:\n  - " + "\n  - ".join(problems)
+
+
+def _merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated key by key at every depth, as a new dict; a non-dict value replaces."""
+    merged = dict(base)
+    for key, value in updates.items():
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_dicts else value
+    return merged
+
+
+def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``{"pretrain.learning_rate": 1e-3}`` into ``{"pretrain": {"learning_rate": 1e-3}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        for part in reversed(str(key).split(".")):
+            value = {part: value}
+        nested = _merge(nested, value)
+    return nested
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> Config:
+    """Build a Config from a (possibly partial) nested dict merged key by key onto the defaults, validating it."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of config keys, got {type(values).__name__}")
+    try:
+        return Config.model_validate(_merge(Config().to_dict(), values))
+    except ValidationError as err:
+        raise ConfigError(_message(err, source)) from err
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def _profile_path(profile: str | os.PathLike) -> Path:
+    """The YAML file a profile name or path refers to; checks only, creates nothing."""
+    text = os.fspath(profile)
+    available = ", ".join(available_profiles())
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"profile file {path} does not exist. Available: {available}")
+        return path
+    # A name is looked up in PROFILE_DIR only: "../x" or "a/b" must not reach files beside it.
+    path = PROFILE_DIR / f"{text}.yaml"
+    if not PROFILE_NAME.fullmatch(text) or ".." in text or not path.is_file():
+        raise ConfigError(
+            f"profile '{text}' not found (no file {path}; a path must end in .yaml or .yml). Available: {available}"
+        )
+    return path
+
+
+def load_config(profile: str = "smoke", overrides: dict[str, Any] | None = None) -> Config:
+    """Load a profile (a name from ``available_profiles()`` or a path to a YAML file) and apply overrides.
+
+    Overrides are a nested dict or dotted keys, e.g. ``{"pretrain.learning_rate": 1e-3}`` or
+    ``{"sae.l1_coefficient.lua": 0.5}`` (papermill parameters pass them this way), merged key by key at every
+    depth into the profile, itself merged key by key onto the defaults. Unknown keys, wrong types and values out
+    of range raise ConfigError naming the key and the file (or "overrides").
+    """
+    path = _profile_path(profile)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read the profile as YAML: {err}") from err
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a profile must be a mapping of config keys, got {type(values).__name__}")
+    values.setdefault("profile", path.stem)
+    cfg = config_from_dict(values, source=str(path))
+    if overrides:
+        cfg = config_from_dict(_merge(cfg.to_dict(), _nest(dict(overrides))), source="overrides")
+    return cfg

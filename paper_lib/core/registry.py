@@ -1,0 +1,177 @@
+"""The model family: every model's name, label, parents, how it is made, its data and its SAE's data.
+
+One entry per model (``ModelSpec``). Everything that used to be spelled out per model is derived from these
+entries: the SAE's training mixture (the model's own data plus its ancestors'), the matching pairs (every
+parent -> child edge), the routes a case-study feature is followed along, and the flow figure's layout.
+Adding a model (a deeper or wider member for later sections) is one entry here and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DOMAINS = ("babylm", "python", "lua", "tinystories")
+Recipe = Literal["pretrain", "finetune", "merge"]
+
+
+class RegistryError(ValueError):
+    """An unknown model name or an inconsistent registry entry."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the family.
+
+    ``recipe``: ``pretrain`` (trained from scratch on ``domains`` evenly by tokens with ``cfg.pretrain``),
+    ``finetune`` (its one parent trained further on ``domains`` with ``cfg.finetune``) or ``merge`` (its two
+    parents merged with ``cfg.merge``; ``parents[0]`` is mergekit's ``base_model``, at t = 0).
+    ``architecture``: overrides of ``cfg.model`` (e.g. ``{"num_hidden_layers": 4}`` for a deeper member);
+    a fine-tune or merge inherits its parents' shape.
+    """
+
+    name: str
+    label: str
+    recipe: Recipe
+    parents: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    architecture: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        expected = {"pretrain": 0, "finetune": 1, "merge": 2}[self.recipe]
+        if len(self.parents) != expected:
+            raise RegistryError(f"model '{self.name}': a {self.recipe} has {expected} parent(s), got {self.parents}")
+        if self.recipe != "merge" and not self.domains:
+            raise RegistryError(f"model '{self.name}': a {self.recipe} needs the domains it is trained on")
+        unknown = [d for d in self.domains if d not in DOMAINS]
+        if unknown:
+            raise RegistryError(f"model '{self.name}': unknown domain(s) {unknown}; domains are {DOMAINS}")
+
+
+class Registry:
+    """An ordered set of ``ModelSpec`` (parents before children) with the relations derived from it."""
+
+    def __init__(self, specs: list[ModelSpec] | tuple[ModelSpec, ...]):
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise RegistryError(f"model '{spec.name}' is registered twice")
+            missing = [p for p in spec.parents if p not in self._specs]
+            if missing:
+                raise RegistryError(f"model '{spec.name}': parent(s) {missing} must be registered before it")
+            self._specs[spec.name] = spec
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Model names in registry order (parents first)."""
+        return tuple(self._specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __getitem__(self, name: str) -> ModelSpec:
+        return self.spec(name)
+
+    def spec(self, name: str) -> ModelSpec:
+        """The entry of one model, with an error naming the known models."""
+        if name not in self._specs:
+            raise RegistryError(f"unknown model '{name}'; models are {', '.join(self._specs)}")
+        return self._specs[name]
+
+    def label(self, name: str) -> str:
+        """The model's display name (e.g. ``BabyPython``)."""
+        return self.spec(name).label
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """``{name: label}`` of every model."""
+        return {n: s.label for n, s in self._specs.items()}
+
+    def ancestors(self, name: str) -> list[str]:
+        """All ancestors, nearest first along ``parents[0]``, each once (depth-first over parents in order)."""
+        seen: list[str] = []
+
+        def visit(model: str) -> None:
+            for parent in self.spec(model).parents:
+                if parent not in seen:
+                    seen.append(parent)
+                    visit(parent)
+
+        visit(name)
+        return seen
+
+    def root(self, name: str) -> str:
+        """The pretrained model a model descends from (following ``parents[0]``)."""
+        while self.spec(name).parents:
+            name = self.spec(name).parents[0]
+        return name
+
+    def architecture(self, name: str) -> dict:
+        """``cfg.model`` overrides of a model: its own, or those of the model it descends from."""
+        return dict(self.spec(self.root(name)).architecture)
+
+    def sae_domains(self, name: str) -> tuple[str, ...]:
+        """The SAE's training mixture: the model's own data plus its ancestors', ancestors' data first.
+
+        Order matters (it fixes the mixture's shuffle): the depth-first walk over ``parents`` in order, each
+        model's domains after those of its parents, each domain once.
+        """
+        ordered: list[str] = []
+
+        def visit(model: str) -> None:
+            for parent in self.spec(model).parents:
+                visit(parent)
+            for domain in self.spec(model).domains:
+                if domain not in ordered:
+                    ordered.append(domain)
+
+        visit(name)
+        return tuple(ordered)
+
+    def edges(self, names: tuple[str, ...] | list[str] | None = None) -> list[tuple[str, str]]:
+        """Every (parent, child) pair, in registry order: the matching pairs of Figure 2."""
+        keep = set(self.names if names is None else names)
+        return [(p, s.name) for s in self._specs.values() if s.name in keep for p in s.parents if p in keep]
+
+    def route(self, name: str) -> list[str]:
+        """The path from the root to a model along ``parents[0]`` (a merge is reached through its base model)."""
+        path = [name]
+        while self.spec(path[0]).parents:
+            path.insert(0, self.spec(path[0]).parents[0])
+        return path
+
+    def routes_from(self, root: str) -> dict[str, list[str]]:
+        """``{model: route}`` of every model descending from ``root`` (the case studies follow these)."""
+        return {n: self.route(n) for n in self.names if n != root and self.route(n)[0] == root}
+
+    def depth(self, name: str) -> int:
+        """Generations below the root (the longest path through any parent)."""
+        parents = self.spec(name).parents
+        return 0 if not parents else 1 + max(self.depth(p) for p in parents)
+
+    def flow_layout(self, names: tuple[str, ...] | list[str] | None = None) -> dict[str, tuple[float, float]]:
+        """(x, y) of each model in the flow figure: x = generation, models of one generation spread over y."""
+        names = list(self.names if names is None else names)
+        by_depth: dict[int, list[str]] = {}
+        for name in names:
+            by_depth.setdefault(self.depth(name), []).append(name)
+        layout = {}
+        for depth, group in by_depth.items():
+            gap = min(0.56, 0.9 / max(len(group) - 1, 1))
+            top = 0.5 + gap * (len(group) - 1) / 2
+            for i, name in enumerate(group):
+                layout[name] = (float(depth), round(top - i * gap, 6))
+        return layout
+
+
+# The paper's family (PAPER.md, Figure 1). LuaStories merges Lua (mergekit's base_model, t = 0) and TinyStories.
+PAPER_FAMILY = (
+    ModelSpec("babypython", "BabyPython", "pretrain", domains=("babylm", "python")),
+    ModelSpec("lua", "Lua", "finetune", parents=("babypython",), domains=("lua",)),
+    ModelSpec("tinystories", "TinyStories", "finetune", parents=("babypython",), domains=("tinystories",)),
+    ModelSpec("luastories", "LuaStories", "merge", parents=("lua", "tinystories")),
+)
+
+REGISTRY = Registry(PAPER_FAMILY)
+MODEL_NAMES = REGISTRY.names
+MODEL_LABELS = REGISTRY.labels

@@ -1,0 +1,25 @@
+"""Corpora, the tokenizer and its token strings, packed token blocks, and the named samples each section reads."""
+
+from .blocks import domain_blocks, eval_blocks, mixture_blocks, to_blocks, token_stream, unigram_accuracy
+from .corpora import (
+    HUB_SOURCES,
+    SPLITS,
+    DataError,
+    corpora_fingerprints,
+    corpus_fingerprint,
+    load_texts,
+    local_corpus_file,
+    local_data_dir,
+    read_jsonl_texts,
+)
+from .samples import (
+    AUTOINTERP_DOMAIN,
+    MATCHING_DOMAINS,
+    autointerp_blocks,
+    matching_blocks,
+    sae_train_blocks,
+    sae_validation_blocks,
+    search_blocks,
+    validation_stream,
+)
+from .tokenizer import EOS, SPECIAL_TOKENS, get_tokenizer, token_strings, tokenizer_hash

@@ -1,0 +1,144 @@
+"""Corpora: the offline JSON-lines files or the paper's hub datasets, behind one interface, fingerprinted.
+
+Two sources return HF ``datasets`` with a ``text`` column:
+
+* ``local``: ``<data_dir or $PAPER_DATA_DIR>/<domain>/{train,validation}.jsonl.gz``, one JSON object a line
+  with a ``text`` field (the offline corpora);
+* ``hub``: the paper's datasets on the Hugging Face hub (online machines and Colab).
+
+There is no silent fallback from one to the other: an unavailable source is an error that says what was
+looked for and how to fix it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset
+
+from ..core.artifacts import file_fingerprint
+from ..core.config import DOMAINS, Config
+
+
+SPLITS = ("train", "validation")
+
+
+class DataError(RuntimeError):
+    """A corpus that is missing, empty or unreadable."""
+
+
+@dataclass(frozen=True)
+class HubSource:
+    dataset: str
+    text_key: str
+    splits: dict[str, str]  # our split name -> the dataset's split name
+
+
+# The paper's datasets (PAPER.md). nilq/baby-python is BabyLM-100M evenly matched with a truncated
+# small-python-stack; we mix the two parts ourselves, evenly by tokens, so both sources share one code path.
+HUB_SOURCES = {
+    "babylm": HubSource("nilq/babylm-100M", "text", {"train": "train", "validation": "validation"}),
+    "python": HubSource("nilq/small-python-stack", "content", {"train": "train", "validation": "validation"}),
+    "lua": HubSource("nilq/small-lua-stack", "content", {"train": "train", "validation": "validation"}),
+    "tinystories": HubSource("roneneldan/TinyStories", "text", {"train": "train", "validation": "validation"}),
+}
+
+
+def _check_domain_split(domain: str, split: str) -> None:
+    if domain not in DOMAINS:
+        raise DataError(f"unknown domain '{domain}'; domains are {', '.join(DOMAINS)}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'; splits are {', '.join(SPLITS)}")
+
+
+def local_data_dir(cfg: Config) -> Path:
+    """The folder of the offline corpora: ``cfg.data.data_dir`` or ``$PAPER_DATA_DIR``."""
+    configured = cfg.data.data_dir or os.environ.get("PAPER_DATA_DIR")
+    if not configured:
+        raise DataError(
+            "data.source is 'local' but no corpus folder is set. Set PAPER_DATA_DIR to a folder with "
+            "<domain>/{train,validation}.jsonl.gz (e.g. export PAPER_DATA_DIR=../shared/data), set "
+            "data.data_dir in the profile, or use data.source: hub."
+        )
+    path = Path(configured).expanduser().resolve()
+    if not path.is_dir():
+        raise DataError(f"corpus folder {path} (from data.data_dir or PAPER_DATA_DIR) does not exist.")
+    return path
+
+
+def local_corpus_file(cfg: Config, domain: str, split: str) -> Path:
+    """Path of one local corpus file, checked to exist."""
+    _check_domain_split(domain, split)
+    path = local_data_dir(cfg) / domain / f"{split}.jsonl.gz"
+    if not path.is_file():
+        raise DataError(
+            f"missing corpus file {path}. Expected <PAPER_DATA_DIR>/{domain}/{split}.jsonl.gz "
+            "(one JSON object a line with a 'text' field)."
+        )
+    return path
+
+
+def read_jsonl_texts(path: Path) -> list[str]:
+    """Read the ``text`` field of every line of a (gzipped) JSON-lines file, with clear errors."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    texts: list[str] = []
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{path}, line {number}: not UTF-8 ({err}). Re-encode the file as UTF-8.")
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}, line {number}: not valid JSON ({err}).") from err
+                text = record.get("text") if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise DataError(f"{path}, line {number}: no string 'text' field.")
+                if text:
+                    texts.append(text)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{path}: cannot read the file ({err}). Is it a valid gzip file?") from err
+    if not texts:
+        raise DataError(f"{path}: the corpus is empty (no line with a non-empty 'text').")
+    return texts
+
+
+def load_texts(cfg: Config, domain: str, split: str) -> Dataset:
+    """One domain's split as a ``datasets.Dataset`` with a single ``text`` column."""
+    _check_domain_split(domain, split)
+    if cfg.data.source == "local":
+        return Dataset.from_dict({"text": read_jsonl_texts(local_corpus_file(cfg, domain, split))})
+    source = HUB_SOURCES[domain]
+    try:
+        from datasets import load_dataset
+
+        dataset = load_dataset(source.dataset, split=source.splits[split])
+    except Exception as err:  # the hub raises many kinds of errors; all mean the same to the user
+        raise DataError(
+            f"could not load {source.dataset} (split {source.splits[split]}) from the Hugging Face hub: {err}. "
+            "Check the network and HF_TOKEN, or use data.source: local with PAPER_DATA_DIR."
+        ) from err
+    if source.text_key not in dataset.column_names:
+        raise DataError(f"{source.dataset} has no '{source.text_key}' column (columns: {dataset.column_names}).")
+    return dataset.select_columns([source.text_key]).rename_column(source.text_key, "text")
+
+
+def corpus_fingerprint(cfg: Config, domain: str, split: str) -> str:
+    """What identifies a corpus for caching: content hash and size (local) or the dataset id and split (hub)."""
+    if cfg.data.source == "local":
+        return file_fingerprint(local_corpus_file(cfg, domain, split))
+    source = HUB_SOURCES[domain]
+    return f"{source.dataset}:{source.splits[split]}"
+
+
+def corpora_fingerprints(cfg: Config, domains, split: str) -> dict[str, str]:
+    """``corpus_fingerprint`` of several domains' files of one split, for a cache key."""
+    return {d: corpus_fingerprint(cfg, d, split) for d in domains}

@@ -1,0 +1,196 @@
+"""SAE diagnostics with SAELens's evaluation code (L0, dead features, variance explained, reconstruction score),
+and the tables and curves of notebook 04."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.artifacts import cached_step, read_json, record_benchmark, write_json_atomic
+from ..core.config import Config
+from ..core.registry import MODEL_NAMES, REGISTRY
+from ..data import corpora_fingerprints, sae_validation_blocks
+from ..models import load_hooked_lm
+from .encode import sae_hook
+from .store import load_sae, sae_dir, training_stats
+from .train import _quiet_sae_lens, _to_dataset
+
+
+def _eval_batch_size(n_blocks: int, largest: int = 64) -> int:
+    """The largest batch size up to ``largest`` that divides ``n_blocks`` (SAELens's evals read whole batches)."""
+    return next(b for b in range(min(largest, n_blocks), 0, -1) if n_blocks % b == 0)
+
+
+def _eval_store(model, sae, blocks: torch.Tensor, batch: int):
+    """A SAELens ``ActivationsStore`` that reads ``blocks`` in order, ``batch`` blocks at a time."""
+    from sae_lens import ActivationsStore
+
+    n_blocks, ctx = blocks.shape
+    return ActivationsStore(
+        model=model,
+        dataset=_to_dataset(blocks),
+        streaming=False,
+        hook_name=sae.cfg.metadata.hook_name,
+        hook_head_index=None,
+        context_size=ctx,
+        d_in=sae.cfg.d_in,
+        n_batches_in_buffer=max(2, n_blocks),
+        total_training_tokens=n_blocks * ctx,
+        store_batch_size_prompts=batch,
+        train_batch_size_tokens=batch * ctx,
+        prepend_bos=False,
+        normalize_activations="none",
+        device=sae.device,
+        dtype="float32",
+        sequence_separator_token=None,
+    )
+
+
+@torch.no_grad()
+def evaluate_sae(sae, model, blocks: torch.Tensor) -> dict[str, Any]:
+    """Diagnostics of an SAE on token blocks with SAELens's ``run_evals``.
+
+    Returns L0, dead-feature fraction (never active on these blocks), explained variance, the cross-entropy
+    of the clean model, with the SAE's reconstruction spliced into the hook, and with the hook zero-ablated,
+    the reconstruction score (zero - reconstruction) / (zero - clean), the KL score, and the per-feature
+    activation frequency (``feature_frequency``, a list of d_sae floats).
+    """
+    from sae_lens.evals import EvalConfig, run_evals
+    from sae_lens.training.activation_scaler import ActivationScaler
+
+    n_blocks, ctx = blocks.shape
+    batch = _eval_batch_size(n_blocks)
+    if sae.cfg.metadata.hook_name is None:  # a hand-built SAE: the evals read the hook name from metadata
+        sae.cfg.metadata.hook_name = sae_hook(sae)
+    model = model.to(sae.device, print_details=False).eval()
+    with _quiet_sae_lens():
+        store = _eval_store(model, sae, blocks, batch)
+    eval_cfg = EvalConfig(
+        batch_size_prompts=batch,
+        n_eval_reconstruction_batches=n_blocks // batch,
+        n_eval_sparsity_variance_batches=n_blocks // batch,
+        compute_ce_loss=True,
+        compute_kl=True,
+        compute_l2_norms=True,
+        compute_sparsity_metrics=True,
+        compute_variance_metrics=True,
+        compute_featurewise_density_statistics=True,
+    )
+    with _quiet_sae_lens():
+        metrics, feature_metrics = run_evals(
+            sae=sae,
+            activation_store=store,
+            model=model,
+            activation_scaler=ActivationScaler(),
+            eval_config=eval_cfg,
+            exclude_special_tokens=False,
+        )
+    frequency = np.asarray(feature_metrics["feature_density"], dtype=np.float64)
+    perf = metrics["model_performance_preservation"]
+    return {
+        "n_blocks": int(n_blocks),
+        "n_tokens": int(n_blocks * ctx),
+        "d_sae": int(sae.cfg.d_sae),
+        "l0": metrics["sparsity"]["l0"],
+        "l1": metrics["sparsity"]["l1"],
+        "dead_fraction": float((frequency == 0).mean()),
+        "explained_variance": metrics["reconstruction_quality"]["explained_variance"],
+        "mse": metrics["reconstruction_quality"]["mse"],
+        "cossim": metrics["reconstruction_quality"]["cossim"],
+        "l2_ratio": metrics["shrinkage"]["l2_ratio"],
+        "ce_loss_clean": perf["ce_loss_without_sae"],
+        "ce_loss_reconstruction": perf["ce_loss_with_sae"],
+        "ce_loss_zero_ablation": perf["ce_loss_with_ablation"],
+        "reconstruction_score": perf["ce_loss_score"],
+        "kl_div_score": metrics["model_behavior_preservation"]["kl_div_score"],
+        "feature_frequency": frequency.tolist(),
+    }
+
+
+def sae_diagnostics(cfg: Config, name: str) -> dict[str, Any]:
+    """One SAE's diagnostics on ``cfg.sae.eval_blocks`` validation blocks (cached as JSON)."""
+    path = sae_dir(cfg, name)
+    inputs = {
+        "sae": path.name,
+        "eval_blocks": cfg.sae.eval_blocks,
+        "corpora": corpora_fingerprints(cfg, REGISTRY.sae_domains(name), "validation"),
+    }
+
+    def build(out: Path) -> dict:
+        result = evaluate_sae(load_sae(cfg, name), load_hooked_lm(cfg, name), sae_validation_blocks(cfg, name))
+        write_json_atomic(out / "diagnostics.json", result)
+        return {k: v for k, v in result.items() if k != "feature_frequency"}
+
+    done = cached_step(cfg.profile, f"sae-eval-{name}", inputs, build, code=["paper_lib.data.samples", "paper_lib.data.blocks"])
+    return read_json(done / "diagnostics.json")
+
+
+def diagnostics_table(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NAMES):
+    """One row per SAE: size, L1 coefficient, L0, dead fraction, explained variance, reconstruction score, timing."""
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        diag = sae_diagnostics(cfg, name)
+        stats = training_stats(cfg, name)
+        rows.append(
+            {
+                "model": REGISTRY.label(name),
+                "d_sae": diag["d_sae"],
+                "l1_coefficient": stats["l1_coefficient"],
+                "l0": diag["l0"],
+                "dead_fraction": diag["dead_fraction"],
+                "explained_variance": diag["explained_variance"],
+                "reconstruction_score": diag["reconstruction_score"],
+                "ce_loss_clean": diag["ce_loss_clean"],
+                "ce_loss_reconstruction": diag["ce_loss_reconstruction"],
+                "ce_loss_zero_ablation": diag["ce_loss_zero_ablation"],
+                "train_tokens": stats["train_tokens"],
+                "train_seconds": stats["train_seconds"],
+                "tokens_per_second": stats["tokens_per_second"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def training_curves(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NAMES):
+    """The recorded training curves (step, tokens, losses, L0, explained variance) of several SAEs, long format."""
+    import pandas as pd
+
+    frames = [
+        pd.DataFrame(read_json(sae_dir(cfg, n) / "training_curve.json")).assign(model=REGISTRY.label(n)) for n in names
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def feature_frequencies(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NAMES):
+    """Per-feature activation frequency on the validation blocks (model, feature, frequency), long format."""
+    import pandas as pd
+
+    frames = []
+    for name in names:
+        freq = sae_diagnostics(cfg, name)["feature_frequency"]
+        frames.append(pd.DataFrame({"model": REGISTRY.label(name), "feature": range(len(freq)), "frequency": freq}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def record_training_benchmark(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NAMES) -> dict[str, Any]:
+    """Write total SAE training time and throughput to the profile's benchmarks (``sae_training``)."""
+    stats = {name: training_stats(cfg, name) for name in names}
+    tokens = sum(s["train_tokens"] for s in stats.values())
+    seconds = sum(s["train_seconds"] for s in stats.values())
+    values = {
+        "total_train_seconds": round(seconds, 2),
+        "total_train_tokens": tokens,
+        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+        "torch_threads": torch.get_num_threads(),
+        "per_model": {
+            n: {k: s[k] for k in ("train_seconds", "tokens_per_second", "train_tokens", "d_sae", "device")}
+            for n, s in stats.items()
+        },
+    }
+    record_benchmark(cfg.profile, "sae_training", values)
+    return values
