@@ -15,10 +15,21 @@ import argparse
 import hashlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from .core.artifacts import PROJECT_ROOT, file_fingerprint, read_json, record_benchmark, run_dir, write_json_atomic
+from .core.artifacts import (
+    PROJECT_ROOT,
+    figures_dir,
+    file_fingerprint,
+    read_json,
+    record_benchmark,
+    run_dir,
+    write_json_atomic,
+)
+from .core.config import ConfigError, load_config
+from .data import DataError, check_corpora
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL_NAME = "feature-tracking"
@@ -39,7 +50,9 @@ def _inputs_digest(notebook: Path, profile: str) -> str:
     for path in sources:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
-    digest.update(profile.encode())
+    digest.update(str(profile).encode())
+    if Path(profile).suffix in (".yaml", ".yml") and Path(profile).is_file():  # a profile given as a file
+        digest.update(Path(profile).read_bytes())
     data_dir = os.environ.get("PAPER_DATA_DIR")
     if data_dir and Path(data_dir).is_dir():  # the corpora's contents (fingerprints cached by size and mtime)
         for path in sorted(Path(data_dir).resolve().glob("*/*.jsonl*")):
@@ -58,25 +71,70 @@ def _kernel_name() -> str:
         return "python3"
 
 
+def absolute_environment() -> None:
+    """Make the run, data and figure folders in the environment absolute: the kernel runs in ``notebooks/``,
+    so a path relative to the shell's folder would point somewhere else there."""
+    for var in ("PAPER_RUNS_DIR", "PAPER_DATA_DIR", "PAPER_FIGURES_DIR"):
+        value = os.environ.get(var)
+        if value and not Path(value).expanduser().is_absolute():
+            os.environ[var] = str(Path(value).expanduser().resolve())
+
+
+def _publish(staging: Path, profile: str) -> None:
+    """Move the figures a successful notebook wrote into the run folder and ``figures/``."""
+    from .plots.style import PUBLISHED_PROFILES
+
+    targets = {"run": run_dir(profile) / "figures"}
+    if profile in PUBLISHED_PROFILES:
+        targets["published"] = figures_dir()
+    for name, target in targets.items():
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted((staging / name).glob("*")) if (staging / name).is_dir() else []:
+            os.replace(path, target / path.name)
+
+
 def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = False) -> dict:
-    """Execute one notebook with ``profile`` unless its last run is up to date; returns its record."""
+    """Execute one notebook with ``profile`` unless its last run is up to date; returns its record.
+
+    ``profile`` is a profile name or a YAML path (the notebook's ``profile`` parameter); ``output_dir`` holds the
+    executed copy and its stamp. A run that fails leaves no stamp, keeps its executed copy only as
+    ``<name>.failed.ipynb`` (to read the error) and changes no figure, so the next run executes it again.
+    """
     import papermill
 
+    from .plots.style import STAGING_ENV
+
+    absolute_environment()
     output = output_dir / notebook.name
+    failed = output_dir / f"{notebook.stem}.failed.ipynb"
     stamp_path = output_dir / f"{notebook.stem}.stamp.json"
     digest = _inputs_digest(notebook, profile)
     if not force and output.exists() and stamp_path.exists() and read_json(stamp_path).get("digest") == digest:
         return {"notebook": notebook.name, "skipped": True, "seconds": 0.0}
+    for stale in (stamp_path, output, failed):
+        stale.unlink(missing_ok=True)
+    profile_name = load_config(profile).profile
     started = time.time()
-    papermill.execute_notebook(
-        str(notebook),
-        str(output),
-        parameters={"profile": profile},
-        kernel_name=_kernel_name(),
-        cwd=str(notebook.parent),
-        progress_bar=False,
-        log_output=True,
-    )
+    previous = os.environ.get(STAGING_ENV)
+    with tempfile.TemporaryDirectory(prefix=f".{notebook.stem}-figures-", dir=output_dir) as staging:
+        os.environ[STAGING_ENV] = staging
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(failed),
+                parameters={"profile": str(profile)},
+                kernel_name=_kernel_name(),
+                cwd=str(notebook.parent),
+                progress_bar=False,
+                log_output=True,
+            )
+        finally:
+            if previous is None:
+                os.environ.pop(STAGING_ENV, None)
+            else:
+                os.environ[STAGING_ENV] = previous
+        _publish(Path(staging), profile_name)
+    os.replace(failed, output)
     seconds = round(time.time() - started, 1)
     write_json_atomic(stamp_path, {"digest": digest, "seconds": seconds})
     return {"notebook": notebook.name, "skipped": False, "seconds": seconds}
@@ -89,7 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="re-execute even when nothing changed")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    output_dir = run_dir(args.profile) / "notebooks"
+    absolute_environment()
+    try:
+        cfg = load_config(args.profile)  # a bad profile fails here, before anything is created
+        check_corpora(cfg)  # every corpus the run will read, before hours of training on the first ones
+    except (ConfigError, DataError) as err:
+        print(f"[paper] {err}", file=sys.stderr)
+        return 2
+    output_dir = run_dir(cfg.profile) / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)
     selected = notebooks(args.only)
     if not selected:
@@ -98,15 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     total = time.time()
     records = []
     for notebook in selected:
-        print(f"[paper] {notebook.name} (profile {args.profile})", flush=True)
+        print(f"[paper] {notebook.name} (profile {cfg.profile})", flush=True)
         record = run_notebook(notebook, args.profile, output_dir, args.force)
         status = "up to date" if record["skipped"] else f"{record['seconds']} s"
         print(f"[paper] {notebook.name}: {status}", flush=True)
         records.append(record)
         if not record["skipped"]:
-            record_benchmark(args.profile, f"notebook_{notebook.stem}", {"wall_seconds": record["seconds"]})
+            record_benchmark(cfg.profile, f"notebook_{notebook.stem}", {"wall_seconds": record["seconds"]})
     elapsed = round(time.time() - total, 1)
-    record_benchmark(args.profile, "make_paper", {"wall_seconds": elapsed, "notebooks": records})
+    record_benchmark(cfg.profile, "make_paper", {"wall_seconds": elapsed, "notebooks": records})
     print(f"[paper] done in {elapsed} s; executed notebooks in {output_dir}", flush=True)
     return 0
 

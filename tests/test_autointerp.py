@@ -239,6 +239,11 @@ def _client(server, sleeps=None, **kwargs):
     return ai.OpenAIChat(base_url=server.base_url, api_key="test-key", sleep=sleeps.append, **options)
 
 
+def _reply(text: str) -> bytes:
+    """A chat-completion response body whose reply is ``text``."""
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+
+
 MESSAGES = [{"role": "system", "content": ai.EXPLAIN_SYSTEM}, {"role": "user", "content": "examples"}]
 
 
@@ -311,15 +316,53 @@ def test_openai_backend_full_protocol_and_cache(server, tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 5
 
 
-def test_backend_failure_is_recorded_not_raised(server, tmp_path):
-    server.script = [(500, {}, b"{}")] * 2
+def test_unparseable_reply_is_recorded_not_raised(server, tmp_path):
+    server.script = [(200, {}, _reply("not an explanation at all"))] + [(200, {}, _reply("no list here"))] * 2
     backend = ai.ChatBackend("openai", _client(server, max_retries=1), "m", "m", cache=ai.ResponseCache(tmp_path))
     rng = np.random.default_rng(0)
     tokens = _text(rng, n_blocks=20)
     acts = _equals_feature(tokens, rng)
     result = ai.interpret_feature(1, tokens[:16], acts[:16], tokens[16:], acts[16:], backend, n_holdout_blocks=2)
-    assert np.isnan(result.score) and "HTTP 500" in result.error
+    assert np.isnan(result.score) and "no JSON list" in result.error  # one feature lost, the run goes on
+
+
+def test_backend_failure_stops_the_run_and_caches_nothing(server, tmp_path):
+    server.script = [(500, {}, b"{}")] * 2
+    backend = ai.ChatBackend("openai", _client(server, max_retries=1), "m", "m", cache=ai.ResponseCache(tmp_path))
+    rng = np.random.default_rng(0)
+    tokens = _text(rng, n_blocks=20)
+    acts = _equals_feature(tokens, rng)
+    with pytest.raises(ai.BackendUnavailable, match="HTTP 500.*Nothing was cached"):
+        ai.interpret_feature(1, tokens[:16], acts[:16], tokens[16:], acts[16:], backend, n_holdout_blocks=2)
     assert not list(tmp_path.rglob("*.json"))  # failures are not cached
+
+
+def test_server_down_names_the_refused_connection(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port on which nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    chat = ai.OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=1, sleep=lambda s: None)
+    backend = ai.ChatBackend("openai", chat, "m", "m", cache=ai.ResponseCache(tmp_path))
+    with pytest.raises(ai.BackendUnavailable, match="Connection refused.*Is the server running"):
+        backend.explain([ai.Example("x", 9, ("a",), "top", 0, 0)])
+
+
+def test_reply_cache_keeps_servers_and_models_apart(server, tmp_path):
+    cache = ai.ResponseCache(tmp_path)
+    server.script = [(200, {}, _reply(f"{ai.EXPLANATION_PREFIX} one."))]
+    first = ai.ChatBackend("openai", _client(server), "m", "m", cache=cache)
+    assert first.explain([ai.Example("x", 9, ("a",), "top", 0, 0)]).endswith("one.")
+    other_server = ai.ChatBackend("openai", _client(server), "m", "m", cache=cache)
+    other_server.chat.base_url = other_server.chat.base_url.replace("127.0.0.1", "localhost")
+    server.script = [(200, {}, _reply(f"{ai.EXPLANATION_PREFIX} two."))]
+    assert other_server.explain([ai.Example("x", 9, ("a",), "top", 0, 0)]).endswith("two.")
+    server.script = [(200, {}, _reply(f"{ai.EXPLANATION_PREFIX} three."))]
+    other_model = ai.ChatBackend("openai", _client(server), "m2", "m2", cache=cache)
+    assert other_model.explain([ai.Example("x", 9, ("a",), "top", 0, 0)]).endswith("three.")
+    assert first.explain([ai.Example("x", 9, ("a",), "top", 0, 0)]).endswith("one.")  # served from the cache
+    assert len(server.requests) == 3
 
 
 # ------------------------------------------------------------------------------------- wiring (fake SAEs)

@@ -20,6 +20,7 @@ from .protocol import (
     N_LEVELS,
     AutointerpError,
     Backend,
+    BackendUnavailable,
     Example,
     FeatureInterpretation,
     explanation_score,

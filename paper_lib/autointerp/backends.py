@@ -185,9 +185,14 @@ class ChatBackend:
         self.temperature = temperature
         self.cache = cache
 
+    @property
+    def endpoint(self) -> str:
+        """Where replies come from (the server's URL, or the local model's id): part of every cache key."""
+        return str(getattr(self.chat, "base_url", None) or getattr(self.chat, "model_id", None) or type(self.chat).__name__)
+
     def _complete(self, messages: Messages, model: str, max_tokens: int) -> str:
         request = {"messages": messages, "temperature": self.temperature, "max_tokens": max_tokens}
-        key = ResponseCache.key(self.name, model, request)
+        key = ResponseCache.key(f"{self.name}@{self.endpoint}", model, request)  # replies of one server only
         if self.cache is not None and (reply := self.cache.get(key)) is not None:
             return reply
         reply = self.chat.complete(messages, model, self.temperature, max_tokens)

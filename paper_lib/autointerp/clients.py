@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.artifacts import read_json, stable_hash, write_json_atomic
-from .protocol import AutointerpError
+from .protocol import AutointerpError, BackendUnavailable
 
 
 Messages = list[dict[str, str]]
@@ -117,6 +117,11 @@ class OpenAIChat:
                     detail = err.read()[:500].decode("utf-8", "replace")
                 except (OSError, http.client.HTTPException):
                     detail = str(err.reason)
+                if err.code in (401, 403, 404):  # key, permission or model name: no request can succeed
+                    raise BackendUnavailable(
+                        f"{url} answered HTTP {err.code}: {detail}. Check OPENAI_API_KEY, OPENAI_BASE_URL and the "
+                        "model name (AUTOINTERP_MODEL or autointerp.explainer_model)."
+                    ) from err
                 if err.code != 429 and err.code < 500:
                     raise AutointerpError(f"{url} answered HTTP {err.code}: {detail}") from err
                 retry_after = err.headers.get("Retry-After") if err.headers else None
@@ -125,7 +130,10 @@ class OpenAIChat:
                 last_error = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
             if attempt < self.max_retries:
                 self.sleep(self._wait(attempt, retry_after))
-        raise AutointerpError(f"{url} failed after {self.max_retries + 1} attempts; last error: {last_error}")
+        raise BackendUnavailable(
+            f"{url} failed after {self.max_retries + 1} attempts; last error: {last_error}. Is the server running "
+            "and OPENAI_BASE_URL right? Nothing was cached: rerun when it answers."
+        )
 
     @staticmethod
     def _reply_text(raw: bytes, url: str) -> str:

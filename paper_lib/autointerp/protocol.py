@@ -36,6 +36,11 @@ class AutointerpError(RuntimeError):
     """A backend that cannot be reached, refuses a request or returns a reply that cannot be parsed."""
 
 
+class BackendUnavailable(AutointerpError):
+    """The backend cannot answer at all (server down, bad key, unknown model): the run stops and nothing is
+    cached, so a rerun asks again. A reply that cannot be parsed is an ``AutointerpError`` of one feature only."""
+
+
 @dataclass(frozen=True)
 class Example:
     """One (token, activation) pair shown to the explainer, with the tokens before it."""
@@ -212,8 +217,9 @@ def interpret_feature(
 ) -> FeatureInterpretation:
     """Explain one feature from ``tokens_BT``/``acts_BT``, simulate it on held-out blocks and score it.
 
-    Backend errors (an unreachable server, an unparseable reply) are recorded in ``error`` with a NaN score,
-    so one bad reply does not lose a whole run; a feature that never fires gets NaN and no explanation.
+    A reply that cannot be parsed is recorded in ``error`` with a NaN score, so one bad reply does not lose a
+    whole run; a backend that cannot answer at all raises ``BackendUnavailable``; a feature that never fires
+    gets NaN and no explanation.
     """
     acts_BT = _check_block_arrays(tokens_BT, acts_BT)
     holdout_acts_BT = _check_block_arrays(holdout_tokens_BT, holdout_acts_BT)
@@ -227,6 +233,8 @@ def interpret_feature(
     try:
         result.explanation = backend.explain(examples)
         simulated = [v for b in chosen for v in backend.simulate(result.explanation, list(holdout_tokens_BT[b]))]
+    except BackendUnavailable:
+        raise
     except AutointerpError as err:
         result.error = str(err)
         return result

@@ -14,7 +14,7 @@ from ..data import AUTOINTERP_DOMAIN, autointerp_blocks, corpus_fingerprint, tok
 from ..matching import match_pair
 from ..saes import encode_chunks, sae_dir
 from .backends import make_backend
-from .protocol import HOLDOUT_FRACTION, Backend, interpret_features, summarise_scores
+from .protocol import HOLDOUT_FRACTION, AutointerpError, Backend, interpret_features, summarise_scores
 
 GROUPS = ("lua", "luastories_persisting")  # Figure 6's two histograms
 GROUP_LABELS = {"lua": "Lua features", "luastories_persisting": "Persisting Lua features in LuaStories"}
@@ -50,6 +50,7 @@ def _step_inputs(cfg, backend: Backend) -> dict[str, Any]:
         "corpus": corpus_fingerprint(cfg, AUTOINTERP_DOMAIN, "validation"),
         "seed": cfg.seed,
         "backend": backend.name,
+        "endpoint": getattr(backend, "endpoint", backend.name),
         "model": backend.model,
     }
 
@@ -99,6 +100,12 @@ def score_features(cfg, backend: Backend | None = None) -> "pd.DataFrame":  # no
                     row["lua_parent"] = int(np.asarray(match.best_parent_for_child)[result.feature])
                     row["parent_corr"] = float(np.asarray(match.best_corr_for_child)[result.feature])
                 rows.append(row)
+        errors = [r["error"] for r in rows if r["error"]]
+        if rows and not any(np.isfinite(r["score"]) for r in rows):  # nothing to show: a failure, not a figure
+            raise AutointerpError(
+                f"no feature could be scored ({len(errors)} of {len(rows)} failed; first error: "
+                f"{errors[0] if errors else 'none'}); nothing was cached."
+            )
         write_json_atomic(out_dir / "scores.json", rows)  # NaN scores round-trip through Python's json
         return {
             "n_blocks": len(blocks),

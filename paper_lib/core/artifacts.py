@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import sys
@@ -26,6 +27,8 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from .runtime import first_non_finite
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 MANIFEST = "manifest.json"  # written last inside a step folder: its presence marks the step complete
@@ -38,7 +41,11 @@ def runs_root() -> Path:
 
 
 def run_dir(profile: str) -> Path:
-    """The run folder of one profile."""
+    """The run folder of one profile (``cfg.profile``: a plain folder name, never a path)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(profile)) or ".." in str(profile):
+        raise ArtifactError(
+            f"profile name {profile!r} cannot name a run folder: use letters, digits, '_', '.', '-' (no path, no '..')"
+        )
     path = runs_root() / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -225,6 +232,12 @@ def cached_step(
         partial.mkdir(parents=True, exist_ok=True)
         started = time.time()
         meta = build(partial) or {}
+        found = first_non_finite(meta)
+        if found:  # a diverged or failed build must not be taken as finished
+            raise ArtifactError(
+                f"step {step} produced {found[0]} = {found[1]}; it is not cached. Fix the cause (a diverging learning "
+                f"rate, a corpus too small) and rerun; the unfinished folder {partial} can be deleted."
+            )
         manifest = {
             "step": step,
             "code": code_hash,

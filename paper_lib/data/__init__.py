@@ -1,12 +1,14 @@
 """Corpora, the tokenizer and its token strings, packed token blocks, and the named samples each section reads."""
 
-from .blocks import domain_blocks, eval_blocks, mixture_blocks, to_blocks, token_stream, unigram_accuracy
+from .blocks import DataWarning, domain_blocks, eval_blocks, mixture_blocks, to_blocks, token_stream, unigram_accuracy
 from .corpora import (
     HUB_SOURCES,
     SPLITS,
     DataError,
+    check_corpora,
     corpora_fingerprints,
     corpus_fingerprint,
+    describe_corpus,
     load_texts,
     local_corpus_file,
     local_data_dir,

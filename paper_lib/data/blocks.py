@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..core.artifacts import cached_step
 from ..core.config import Config
-from .corpora import DataError, _check_domain_split, corpus_fingerprint, load_texts
+from .corpora import DataError, _check_domain_split, corpus_fingerprint, describe_corpus, load_texts
 from .tokenizer import get_tokenizer, tokenizer_hash
 
 
@@ -56,11 +57,18 @@ def token_stream(cfg: Config, domain: str, split: str, max_tokens: int | None = 
     return torch.from_numpy(np.load(path / "tokens.npy").astype(np.int64))
 
 
-def to_blocks(stream: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Cut a token stream into ``[n_blocks, block_size]`` (the remainder is dropped)."""
+class DataWarning(UserWarning):
+    """Data that was usable but not what was asked for (a mixture cut short by a small corpus)."""
+
+
+def to_blocks(stream: torch.Tensor, block_size: int, source: str = "the token stream") -> torch.Tensor:
+    """Cut a token stream into ``[n_blocks, block_size]`` (the remainder is dropped); ``source`` names it in errors."""
     n_blocks = stream.numel() // block_size
     if n_blocks == 0:
-        raise DataError(f"only {stream.numel()} tokens: not enough for one block of {block_size}.")
+        raise DataError(
+            f"{source}: only {stream.numel()} tokens, not enough for one block of {block_size}. Add text to the "
+            "corpus, or lower the block size (data.block_size for the models, sae.context_size for the SAEs)."
+        )
     return stream[: n_blocks * block_size].view(n_blocks, block_size)
 
 
@@ -68,7 +76,8 @@ def domain_blocks(
     cfg: Config, domain: str, split: str, max_tokens: int | None = None, block_size: int | None = None
 ) -> torch.Tensor:
     """Packed ``[n_blocks, block_size]`` token ids of one domain (block size defaults to the LM's)."""
-    return to_blocks(token_stream(cfg, domain, split, max_tokens), block_size or cfg.data.block_size)
+    stream = token_stream(cfg, domain, split, max_tokens)
+    return to_blocks(stream, block_size or cfg.data.block_size, describe_corpus(cfg, domain, split))
 
 
 def mixture_blocks(
@@ -82,7 +91,17 @@ def mixture_blocks(
     per_domain = None if total_tokens is None else total_tokens // len(domains)
     streams = [token_stream(cfg, d, split, per_domain) for d in domains]
     even = min(s.numel() for s in streams)
-    blocks = torch.cat([to_blocks(s[:even], block_size) for s in streams])
+    if per_domain is not None and even < per_domain:
+        short = min(zip(domains, streams), key=lambda pair: pair[1].numel())[0]
+        warnings.warn(
+            f"the {'+'.join(domains)} {split} mixture asked for {per_domain} tokens per domain, but "
+            f"{describe_corpus(cfg, short, split)} has only {even}: every domain is cut to {even} tokens to keep "
+            f"the mixture even ({per_domain * len(domains)} -> {even * len(domains)} tokens in all). Add text to "
+            "that corpus or ask for fewer tokens.",
+            DataWarning,
+            stacklevel=2,
+        )
+    blocks = torch.cat([to_blocks(s[:even], block_size, describe_corpus(cfg, d, split)) for d, s in zip(domains, streams)])
     generator = torch.Generator().manual_seed(cfg.seed)
     return blocks[torch.randperm(len(blocks), generator=generator)]
 

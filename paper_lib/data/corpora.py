@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,12 +62,16 @@ def local_data_dir(cfg: Config) -> Path:
     if not configured:
         raise DataError(
             "data.source is 'local' but no corpus folder is set. Set PAPER_DATA_DIR to a folder with "
-            "<domain>/{train,validation}.jsonl.gz (e.g. export PAPER_DATA_DIR=../shared/data), set "
+            "<domain>/{train,validation}.jsonl.gz (e.g. export PAPER_DATA_DIR=\"$(realpath ../shared/data)\"), set "
             "data.data_dir in the profile, or use data.source: hub."
         )
     path = Path(configured).expanduser().resolve()
     if not path.is_dir():
-        raise DataError(f"corpus folder {path} (from data.data_dir or PAPER_DATA_DIR) does not exist.")
+        raise DataError(
+            f"corpus folder {path} (from data.data_dir or PAPER_DATA_DIR={configured}) does not exist. Point it at "
+            "the folder holding <domain>/{train,validation}.jsonl.gz with an absolute path, e.g. "
+            'export PAPER_DATA_DIR="$(realpath ../shared/data)".'
+        )
     return path
 
 
@@ -92,23 +97,59 @@ def read_jsonl_texts(path: Path) -> list[str]:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
+                    _check_gzip_intact(path)
                     raise DataError(f"{path}, line {number}: not UTF-8 ({err}). Re-encode the file as UTF-8.")
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
+                    _check_gzip_intact(path)  # corruption inside a gzip stream decodes to garbage lines first
                     raise DataError(f"{path}, line {number}: not valid JSON ({err}).") from err
                 text = record.get("text") if isinstance(record, dict) else None
                 if not isinstance(text, str):
                     raise DataError(f"{path}, line {number}: no string 'text' field.")
                 if text:
                     texts.append(text)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"{path}: cannot read the file ({err}). Is it a valid gzip file?") from err
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(
+            f"{path}: cannot read the file ({err}): it is not a complete, valid gzip file. Restore or re-create it."
+        ) from err
     if not texts:
         raise DataError(f"{path}: the corpus is empty (no line with a non-empty 'text').")
     return texts
+
+
+def _check_gzip_intact(path: Path) -> None:
+    """Raise a DataError naming gzip corruption if the file's compressed stream does not check out (CRC, length)."""
+    if not str(path).endswith(".gz"):
+        return
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(
+            f"{path}: the gzip stream is corrupt ({err}); its lines cannot be trusted. Restore or re-create the file."
+        ) from err
+
+
+def check_corpora(cfg: Config, domains=DOMAINS, splits=SPLITS) -> None:
+    """Check, before any work starts, that every local corpus file a run reads exists and begins with a valid
+    record (a full read of each happens when it is tokenised). Hub datasets are checked when they load."""
+    if cfg.data.source != "local":
+        return
+    for domain in domains:
+        for split in splits:
+            path = local_corpus_file(cfg, domain, split)
+            try:
+                with gzip.open(path, "rb") as handle:
+                    first = handle.readline()
+                record = json.loads(first.decode("utf-8"))
+            except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise DataError(f"{path}: cannot read its first record ({err}); restore or re-create the file.") from err
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise DataError(f"{path}, line 1: no string 'text' field (each line must be a JSON object with 'text').")
 
 
 def load_texts(cfg: Config, domain: str, split: str) -> Dataset:
@@ -137,6 +178,14 @@ def corpus_fingerprint(cfg: Config, domain: str, split: str) -> str:
         return file_fingerprint(local_corpus_file(cfg, domain, split))
     source = HUB_SOURCES[domain]
     return f"{source.dataset}:{source.splits[split]}"
+
+
+def describe_corpus(cfg: Config, domain: str, split: str) -> str:
+    """A corpus as an error message names it: domain, split and file (local) or dataset id (hub)."""
+    if cfg.data.source == "local":
+        return f"{domain}/{split} ({local_data_dir(cfg) / domain / f'{split}.jsonl.gz'})"
+    source = HUB_SOURCES[domain]
+    return f"{domain}/{split} ({source.dataset}, split {source.splits[split]})"
 
 
 def corpora_fingerprints(cfg: Config, domains, split: str) -> dict[str, str]:

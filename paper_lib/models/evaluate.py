@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from ..core.artifacts import cached_step, read_json, write_json_atomic
 from ..core.config import DOMAINS, Config
 from ..core.registry import REGISTRY
+from ..core.runtime import require_finite
 from ..data import corpora_fingerprints, eval_blocks, get_tokenizer, token_stream, tokenizer_hash, unigram_accuracy
 from .build import load_hf
 from .store import model_dir
@@ -47,6 +48,7 @@ def model_metrics(cfg: Config, name: str) -> dict[str, dict[str, float]]:
             d: evaluate_lm(model, eval_blocks(cfg, d), cfg.pretrain.eval_batch_size, desc=f"{name} on {d}")
             for d in DOMAINS
         }
+        require_finite(metrics, f"{name}'s validation metrics", "The model is broken (diverged training?); nothing was cached.")
         write_json_atomic(out / "metrics.json", metrics)
         return {}
 

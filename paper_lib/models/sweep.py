@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from ..core.artifacts import cached_step, manifest, read_json, record_benchmark, write_json_atomic
 from ..core.config import Config
 from ..core.registry import REGISTRY
+from ..core.runtime import require_finite
 from ..data import corpora_fingerprints, eval_blocks, tokenizer_hash
 from .evaluate import evaluate_lm
 from .merge import MergeError, _check_method, _check_t, merge_state_dicts
@@ -90,6 +91,7 @@ def slerp_sweep(cfg: Config, method: str | None = None, model: str = "luastories
                 row[f"{domain}_accuracy"] = metrics["accuracy"]
                 row[f"{domain}_loss"] = metrics["loss"]
             rows.append(row)
+        require_finite(rows, f"{method} sweep of {model}", "A merged model is broken; nothing was cached.")
         write_json_atomic(out / "sweep.json", rows)
         seconds = time.time() - started
         stats = {

@@ -8,8 +8,10 @@ read), ``history.json`` (the Trainer's log) and its manifest.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ import torch
 from ..core.artifacts import cached_step, write_json_atomic
 from ..core.config import Config
 from ..core.registry import ModelSpec
-from ..data import corpora_fingerprints, domain_blocks, eval_blocks, get_tokenizer, mixture_blocks, tokenizer_hash
+from ..core.runtime import NonFiniteError, require_finite
+from ..data import check_corpora, corpora_fingerprints, domain_blocks, eval_blocks, get_tokenizer, mixture_blocks, tokenizer_hash
 from .build import build_model, load_hf
 
 # Data code whose output is not an upstream step of its own (mixing, block cutting) is part of the key.
@@ -68,7 +71,8 @@ def train_lm(
         eval_steps=max(1, total_steps // 8),  # eight points on the validation curve
         save_strategy="steps",
         save_steps=train_cfg.save_steps,
-        save_total_limit=1,
+        save_total_limit=2,  # the previous checkpoint is the fallback if the newest is broken
+        logging_nan_inf_filter=False,  # a NaN loss must show in the log, where _check_training sees it
         report_to=[],
         seed=seed,
         data_seed=seed,
@@ -78,23 +82,88 @@ def train_lm(
         disable_tqdm=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=_Blocks(train), eval_dataset=_Blocks(validation))
-    checkpoints = sorted((out_dir / "checkpoints").glob("checkpoint-*"))
+    checkpoint = usable_checkpoint(out_dir / "checkpoints")
+    resumed_from = _checkpoint_step(checkpoint) if checkpoint else 0
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=bool(checkpoints))
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.time() - started
+    _check_training(trainer.state.log_history, model, train_cfg)
     write_json_atomic(out_dir / "history.json", trainer.state.log_history)
     # Checkpoints (weights + optimiser state, ~3x the model) exist to resume an interrupted run; a finished
     # model keeps only its final weights.
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     tokens = int(len(train) * train.shape[1] * train_cfg.epochs)
+    steps = int(result.global_step)
+    # A resumed run trained only the steps after its checkpoint in `seconds`.
+    tokens_this_run = round(tokens * (steps - resumed_from) / max(steps, 1))
     return {
         "train_tokens": tokens,
-        "train_steps": int(result.global_step),
+        "train_steps": steps,
         "train_seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
-        "resumed": bool(checkpoints),
+        "tokens_per_second": round(tokens_this_run / max(seconds, 1e-9), 1),
+        "resumed": bool(checkpoint),
+        "resumed_from_step": resumed_from,
+        "tokens_this_run": tokens_this_run,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[-1])
+
+
+def _checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a Trainer checkpoint cannot be resumed from (a file missing or unreadable), or None if it can."""
+    from safetensors import safe_open
+
+    state = checkpoint / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json is missing or unreadable ({err.__class__.__name__})"
+    try:
+        with safe_open(str(checkpoint / "model.safetensors"), "pt") as weights:
+            for key in weights.keys():
+                weights.get_tensor(key)
+    except Exception as err:  # safetensors raises several types for a truncated or missing file
+        return f"model.safetensors is missing or truncated ({err.__class__.__name__})"
+    for name in ("optimizer.pt", "scheduler.pt"):  # resuming without them would silently change the run
+        try:
+            torch.load(checkpoint / name, map_location="cpu", weights_only=False)  # files this code wrote
+        except Exception as err:  # torch raises several types for a truncated or missing file
+            return f"{name} is missing or truncated ({err.__class__.__name__})"
+    return None
+
+
+def usable_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint in ``folder`` that can be resumed from; broken ones are removed, with a message
+    saying which, so an interrupted run falls back to the previous checkpoint or starts afresh by itself."""
+    checkpoints = sorted(Path(folder).glob("checkpoint-*"), key=_checkpoint_step, reverse=True)
+    for checkpoint in checkpoints:
+        problem = _checkpoint_problem(checkpoint)
+        if problem is None:
+            if checkpoint != checkpoints[0]:
+                print(f"[train] resuming from the earlier {checkpoint.name}", file=sys.stderr, flush=True)
+            return checkpoint
+        print(f"[train] {checkpoint}: {problem}; removing it", file=sys.stderr, flush=True)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    if checkpoints:
+        print(f"[train] no usable checkpoint in {folder}: training starts again from step 0", file=sys.stderr, flush=True)
+    return None
+
+
+def _check_training(history: list[dict], model, train_cfg) -> None:
+    """Fail, instead of caching a broken model, when a logged loss or a weight is NaN or infinite."""
+    fix = (
+        f"Training diverged: lower the learning rate (now {train_cfg.learning_rate}) or check the data; "
+        "nothing was cached."
+    )
+    for row in history:
+        losses = {k: row[k] for k in ("loss", "eval_loss") if k in row}
+        require_finite(losses, f"training log at step {row.get('step')}", fix)
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise NonFiniteError(f"weight {name} holds NaN or inf after training. {fix}")
 
 
 def _save_model(model, tokenizer, out_dir: Path) -> None:
@@ -119,7 +188,12 @@ def _trainable(build):
 
 
 def pretrained_dir(cfg: Config, spec: ModelSpec) -> Path:
-    """A model trained from scratch on ``spec.domains`` evenly by tokens (BabyPython), trained on first use."""
+    """A model trained from scratch on ``spec.domains`` evenly by tokens (BabyPython), trained on first use.
+
+    Every corpus the family will read is checked first, so a missing fine-tuning corpus fails now, not after
+    the base model has trained.
+    """
+    check_corpora(cfg)
     tokenizer = get_tokenizer(cfg)
     inputs = {
         "model": {**cfg.model.model_dump(), **spec.architecture},

@@ -7,6 +7,7 @@ committed figures are exactly what ``make paper`` produced; ``smoke`` runs (the 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..core.artifacts import figures_dir, run_dir, write_json_atomic
 from ..core.config import Config
 
 PUBLISHED_PROFILES = ("cpu", "paper")  # profiles whose figures land in figures/
+STAGING_ENV = "PAPER_FIGURES_STAGING"
 FIGURE_FORMATS = ("pdf", "png")
 
 
@@ -28,10 +30,15 @@ def setup_style() -> None:
 
 
 def output_dirs(cfg: Config) -> list[Path]:
-    """Folders a figure or result is written to for this profile."""
-    dirs = [run_dir(cfg.profile) / "figures"]
+    """Folders a figure or result is written to for this profile.
+
+    Under ``make paper`` they are staging folders (``$PAPER_FIGURES_STAGING``/run and /published), which the
+    pipeline moves into place only when the whole notebook succeeded: a failed run changes no figure.
+    """
+    staging = os.environ.get(STAGING_ENV)
+    dirs = [Path(staging) / "run" if staging else run_dir(cfg.profile) / "figures"]
     if cfg.profile in PUBLISHED_PROFILES:
-        dirs.append(figures_dir())
+        dirs.append(Path(staging) / "published" if staging else figures_dir())
     for path in dirs:
         path.mkdir(parents=True, exist_ok=True)
     return dirs

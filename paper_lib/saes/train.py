@@ -39,7 +39,7 @@ from ..core.artifacts import write_json_atomic
 from ..core.config import Config
 from ..core.hooks import hook_width
 from ..core.registry import REGISTRY
-from ..core.runtime import default_device
+from ..core.runtime import default_device, require_finite
 from .encode import hook_activations
 
 N_CURVE_POINTS = 100  # points recorded on each training curve
@@ -210,6 +210,8 @@ def train_sae(cfg: Config, name: str, model, blocks: torch.Tensor, out_dir: Path
         trained = runner.run()
         seconds = time.time() - started
     trained.training_forward_pass = recorder.forward
+    require_finite(recorder.rows, f"the {name} SAE's training curve", "Training diverged: lower sae.lr or the L1 "
+                   "coefficient; nothing was cached.")
     trained.eval()
     trained.fold_W_dec_norm()  # unit-norm decoder rows (the paper's convention); reconstructions unchanged
     with _quiet_sae_lens():
