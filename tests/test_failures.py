@@ -191,3 +191,14 @@ def test_gzip_corruption_inside_the_stream_is_named(tmp_path):
     with pytest.raises(data.DataError, match="gzip"):
         data.read_jsonl_texts(path)
 
+
+
+def test_a_deleted_file_of_a_finished_step_is_rebuilt_not_a_bare_error(smoke_cfg, capsys):
+    first = data.token_stream(smoke_cfg, "lua", "validation", 2048)
+    folder = next(p for p in artifacts.run_dir("smoke").glob("tokens-lua-validation-*") if artifacts.is_complete(p)
+                  and artifacts.manifest(p)["inputs"]["max_tokens"] == 2048)
+    (folder / "tokens.npy").unlink()
+    again = data.token_stream(smoke_cfg, "lua", "validation", 2048)
+    assert torch.equal(first, again) and (folder / "tokens.npy").is_file()
+    err = capsys.readouterr().err
+    assert "tokens.npy" in err and "rebuilding" in err
