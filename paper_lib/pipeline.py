@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -90,7 +91,7 @@ def _publish(staging: Path, profile: str) -> None:
     for name, target in targets.items():
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted((staging / name).glob("*")) if (staging / name).is_dir() else []:
-            os.replace(path, target / path.name)
+            shutil.move(path, target / path.name)  # staging and figures/ may be on different filesystems
 
 
 def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = False) -> dict:

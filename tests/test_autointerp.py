@@ -391,7 +391,7 @@ def test_score_features_wires_saes_and_matching(smoke_cfg, monkeypatch):
             yield acts.numpy()  # features 10 and 11 never fire
 
     class Match:
-        mode, threshold = "position", 0.8
+        mode, threshold, extra = "position", 0.8, {"folder": "matching-lua-luastories-fake"}
         persisting = [5, 3, 11]
         best_parent_for_child = np.arange(d_sae) + 100
         best_corr_for_child = np.linspace(0, 1, d_sae)

@@ -167,10 +167,17 @@ class HFChat:
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-        self._model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=dtype).to(device).eval()
-        if self._tokenizer.chat_template is None:
-            raise AutointerpError(f"{self.model_id} has no chat template: choose an instruction-tuned model.")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+            model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=dtype).to(device).eval()
+        except Exception as err:  # transformers raises OSError, ValueError, ... for a model it cannot load
+            raise BackendUnavailable(
+                f"cannot load the autointerp model {self.model_id} ({err}); set autointerp.hf_model to a local "
+                "folder or a hub id that is reachable (HF_TOKEN), or use backend 'offline'."
+            ) from err
+        if tokenizer.chat_template is None:
+            raise BackendUnavailable(f"{self.model_id} has no chat template: choose an instruction-tuned model.")
+        self._tokenizer, self._model = tokenizer, model
 
     def complete(self, messages: Messages, model: str, temperature: float, max_tokens: int) -> str:
         """Generate a reply with the local model."""

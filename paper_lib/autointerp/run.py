@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from ..core.artifacts import cached_step, read_json, write_json_atomic
-from ..data import AUTOINTERP_DOMAIN, autointerp_blocks, corpus_fingerprint, token_strings, tokenizer_hash
+from ..data import AUTOINTERP_DOMAIN, DATA_CODE, autointerp_blocks, corpus_fingerprint, token_strings, tokenizer_hash
 from ..matching import match_pair
 from ..saes import encode_chunks, sae_dir
+from ..saes.encode import ENCODE_CODE
 from .backends import make_backend
 from .protocol import HOLDOUT_FRACTION, AutointerpError, Backend, interpret_features, summarise_scores
 
@@ -42,8 +43,7 @@ def _step_inputs(cfg, backend: Backend) -> dict[str, Any]:
     match = match_pair(cfg, "lua", "luastories", mode=cfg.autointerp.matching_mode)
     return {
         "saes": {name: sae_dir(cfg, name).name for name in ("lua", "luastories")},
-        "match": {"mode": match.mode, "threshold": match.threshold, "n_persisting": int(len(match.persisting)),
-                  "persisting": [int(f) for f in match.persisting]},
+        "match": match.extra["folder"],  # content-addressed: the SAEs' samples, mode, threshold, support, code
         "autointerp": cfg.autointerp.model_dump(),
         "context_size": cfg.sae.context_size,
         "tokenizer": tokenizer_hash(cfg),
@@ -114,8 +114,8 @@ def score_features(cfg, backend: Backend | None = None) -> "pd.DataFrame":  # no
             "model": backend.model,
         }
 
-    code = ["paper_lib.autointerp.protocol", "paper_lib.autointerp.backends", "paper_lib.autointerp.clients",
-            "paper_lib.saes.encode", "paper_lib.data.samples"]
+    code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.data.vocab", "paper_lib.core.runtime", "paper_lib.autointerp.protocol",
+            "paper_lib.autointerp.backends", "paper_lib.autointerp.clients"]
     path = cached_step(cfg.profile, "autointerp", _step_inputs(cfg, backend), build, code=code)
     return pd.DataFrame(read_json(path / "scores.json"))
 

@@ -120,6 +120,9 @@ def logit_effects(model, direction_mlp, vocab: Sequence[str], k: int = 10, hook:
                 f"SAE must be trained on {hook} (d_mlp = {W_out_MD.shape[0]}), or pass its own hook"
             )
         resid_D = direction_mlp @ W_out_MD
+    elif parse_hook(hook)[1].startswith("mlp."):
+        raise ValueError(f"logit effects are defined for mlp.hook_post and residual-stream hooks, not {hook}: the MLP's "
+                         "pre-activations reach the residual stream only through its nonlinearity")
     else:
         resid_D = torch.as_tensor(direction_mlp, dtype=model.W_U.dtype).reshape(-1)
         if resid_D.numel() != model.cfg.d_model:

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..core.artifacts import cached_step, manifest
-from ..data import corpus_fingerprint, search_blocks, token_strings, tokenizer_hash
+from ..data import DATA_CODE, corpus_fingerprint, search_blocks, token_strings, tokenizer_hash
+from ..saes.encode import ENCODE_CODE
 from ..saes.store import ENCODE_CHUNK_BLOCKS
 from ..saes import encode_chunks, sae_dir
 from .labels import CONCEPT_LABELS, CONCEPTS, concept_labels
@@ -89,8 +90,8 @@ def concept_scores(cfg, name: str = "babypython") -> dict[str, Any]:
             "n_positive": {c: int(labels[..., i].sum()) for i, c in enumerate(CONCEPTS)},
         }
 
-    code = ["paper_lib.case_studies.labels", "paper_lib.case_studies.scoring", "paper_lib.saes.encode",
-            "paper_lib.data.samples", "paper_lib.data.blocks"]
+    code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.data.vocab", "paper_lib.case_studies.labels",
+            "paper_lib.case_studies.scoring"]
     path = cached_step(cfg.profile, f"case-search-{name}", _search_inputs(cfg, name), build, code=code)
     meta = manifest(path)["meta"]
     return {

@@ -24,4 +24,9 @@ from .samples import (
     search_blocks,
     validation_stream,
 )
-from .tokenizer import EOS, SPECIAL_TOKENS, get_tokenizer, token_strings, tokenizer_hash
+from .tokenizer import EOS, SPECIAL_TOKENS, get_tokenizer, tokenizer_dir, tokenizer_hash
+from .vocab import token_strings
+
+# The data code a step depends on beyond its upstream folders (reading, mixing, cutting, sampling): every step
+# that reads token blocks names these in its cache key, so a change to them rebuilds it.
+DATA_CODE = ("paper_lib.data.corpora", "paper_lib.data.blocks", "paper_lib.data.samples")

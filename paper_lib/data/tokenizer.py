@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.artifacts import cached_step, runs_root, stable_hash
+from ..core.artifacts import cached_step
 from ..core.config import Config
 from .corpora import DataError, corpus_fingerprint, load_texts
 
@@ -68,13 +68,13 @@ def _wrap_tokenizer(tokenizer):
     )
 
 
-def get_tokenizer(cfg: Config):
-    """The run's tokenizer as a ``PreTrainedTokenizerFast``: trained once per inputs and cached."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
+def tokenizer_dir(cfg: Config) -> Path:
+    """The run's tokenizer folder (trained, or fetched from the hub, once per inputs and code)."""
     if cfg.data.tokenizer == "hub":
 
         def fetch(out_dir: Path) -> dict:
+            from transformers import AutoTokenizer
+
             try:
                 tok = AutoTokenizer.from_pretrained(cfg.data.hub_tokenizer)
             except Exception as err:
@@ -87,29 +87,20 @@ def get_tokenizer(cfg: Config):
             tok.save_pretrained(out_dir)
             return {"vocab_size": len(tok)}
 
-        path = cached_step(cfg.profile, "tokenizer", _tokenizer_inputs(cfg), fetch, code=["paper_lib.data.corpora"])
-        return AutoTokenizer.from_pretrained(path)
-    path = cached_step(
+        return cached_step(cfg.profile, "tokenizer", _tokenizer_inputs(cfg), fetch, code=["paper_lib.data.corpora"])
+    return cached_step(
         cfg.profile, "tokenizer", _tokenizer_inputs(cfg), lambda out: _train_bpe(cfg, out), code=["paper_lib.data.corpora"]
     )
-    return PreTrainedTokenizerFast.from_pretrained(path)
+
+
+def get_tokenizer(cfg: Config):
+    """The run's tokenizer as a ``PreTrainedTokenizerFast`` (see ``tokenizer_dir``)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = tokenizer_dir(cfg)
+    return AutoTokenizer.from_pretrained(path) if cfg.data.tokenizer == "hub" else PreTrainedTokenizerFast.from_pretrained(path)
 
 
 def tokenizer_hash(cfg: Config) -> str:
-    """Identifies the tokenizer for downstream caches."""
-    return stable_hash(_tokenizer_inputs(cfg))
-
-
-_TOKEN_STRINGS: dict[tuple[str, str, str], tuple[str, ...]] = {}
-
-
-def token_strings(cfg: Config) -> list[str]:
-    """The text of every token id of the run's tokenizer, each decoded on its own (so ' =' keeps its space).
-
-    Decoding a 32k vocabulary one id at a time takes seconds, so the list is kept per tokenizer and run folder.
-    """
-    key = (str(runs_root()), cfg.profile, tokenizer_hash(cfg))
-    if key not in _TOKEN_STRINGS:
-        tokenizer = get_tokenizer(cfg)
-        _TOKEN_STRINGS[key] = tuple(tokenizer.decode([i]) for i in range(len(tokenizer)))
-    return list(_TOKEN_STRINGS[key])
+    """Identifies the tokenizer for downstream caches: its folder's name, which covers its inputs and its code."""
+    return tokenizer_dir(cfg).name

@@ -68,8 +68,8 @@ class MatchResult:
         persisting, emerging, disappearing = len(self.persisting), len(self.emerging), len(self.disappearing)
         persisting_parent = len(self.persisting_parent)
 
-        def share(a: int, b: int) -> float:
-            return a / b if b else float("nan")
+        def share(a: int, b: int) -> float | None:
+            return a / b if b else None  # undefined (no live feature): None, which tables show as NaN
 
         return {
             "parent": self.parent,

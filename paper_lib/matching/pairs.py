@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 from ..core.artifacts import cached_step, manifest
 from ..core.config import Config
 from ..core.registry import REGISTRY
-from ..data import MATCHING_DOMAINS, corpora_fingerprints, get_tokenizer, matching_blocks, tokenizer_hash
+from ..data import DATA_CODE, MATCHING_DOMAINS, corpora_fingerprints, get_tokenizer, matching_blocks, tokenizer_hash
 from ..saes import encode_with, model_and_sae, sae_dir
+from ..saes.encode import ENCODE_CODE
 from .classify import MatchResult, classify
 from .correlate import MODES, CorrelationAccumulator
 
@@ -72,7 +73,7 @@ def activation_sample_dir(cfg: Config, name: str, batch_blocks: int = 64) -> Pat
             "dead_features": int((np.bincount(acts.indices, minlength=acts.shape[1]) == 0).sum()),
         }
 
-    code = ["paper_lib.saes.encode", "paper_lib.data.samples", "paper_lib.data.blocks"]
+    code = [*DATA_CODE, *ENCODE_CODE]
     return cached_step(cfg.profile, f"matching-acts-{name}", _sample_inputs(cfg, name), build, code=code)
 
 
@@ -140,7 +141,8 @@ def match_pair(
     pairs = pd.read_csv(path / "pairs.csv", dtype={"parent_feature": np.int64, "child_feature": np.int64})
     return MatchResult(
         parent=parent, child=child, mode=mode, threshold=threshold, pairs=pairs,
-        n_positions=manifest(path)["meta"]["n_positions"], **{k: arrays[k] for k in arrays.files},
+        n_positions=manifest(path)["meta"]["n_positions"], extra={"folder": path.name},
+        **{k: arrays[k] for k in arrays.files},
     )
 
 

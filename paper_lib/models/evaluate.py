@@ -11,7 +11,7 @@ from ..core.artifacts import cached_step, read_json, write_json_atomic
 from ..core.config import DOMAINS, Config
 from ..core.registry import REGISTRY
 from ..core.runtime import require_finite
-from ..data import corpora_fingerprints, eval_blocks, get_tokenizer, token_stream, tokenizer_hash, unigram_accuracy
+from ..data import DATA_CODE, corpora_fingerprints, eval_blocks, get_tokenizer, token_stream, tokenizer_hash, unigram_accuracy
 from .build import load_hf
 from .store import model_dir
 
@@ -52,7 +52,7 @@ def model_metrics(cfg: Config, name: str) -> dict[str, dict[str, float]]:
         write_json_atomic(out / "metrics.json", metrics)
         return {}
 
-    done = cached_step(cfg.profile, f"eval-{name}", inputs, build, code=["paper_lib.data.blocks", "paper_lib.models.build"])
+    done = cached_step(cfg.profile, f"eval-{name}", inputs, build, code=[*DATA_CODE, "paper_lib.models.build"])
     return read_json(done / "metrics.json")
 
 

@@ -42,7 +42,7 @@ class MergeError(ValueError):
 
 def _check_t(t: float) -> float:
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.0 <= float(t) <= 1.0:
-        raise MergeError(f"the interpolation factor t must be a number in [0, 1] (0 = Lua, 1 = TinyStories); got {t!r}")
+        raise MergeError(f"the interpolation factor t must be a number in [0, 1] (0 = the base model, 1 = the other); got {t!r}")
     return float(t)
 
 

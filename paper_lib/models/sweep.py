@@ -14,7 +14,7 @@ from ..core.artifacts import cached_step, manifest, read_json, record_benchmark,
 from ..core.config import Config
 from ..core.registry import REGISTRY
 from ..core.runtime import require_finite
-from ..data import corpora_fingerprints, eval_blocks, tokenizer_hash
+from ..data import DATA_CODE, corpora_fingerprints, eval_blocks, tokenizer_hash
 from .evaluate import evaluate_lm
 from .merge import MergeError, _check_method, _check_t, merge_state_dicts
 from .store import load_lm, model_dir
@@ -106,7 +106,9 @@ def slerp_sweep(cfg: Config, method: str | None = None, model: str = "luastories
         record_benchmark(cfg.profile, f"{method}_sweep", stats)
         return stats
 
-    done = cached_step(cfg.profile, f"sweep-{model}-{method}", inputs, build, code=["paper_lib.models.merge", "paper_lib.models.evaluate"])
+    done = cached_step(
+        cfg.profile, f"sweep-{model}-{method}", inputs, build, code=[*DATA_CODE, "paper_lib.models.build", "paper_lib.models.merge", "paper_lib.models.evaluate"]
+    )
     table = pd.DataFrame(read_json(done / "sweep.json"))
     table.attrs["benchmark"] = manifest(done)["meta"]  # wall time of the run that built the cache
     return table

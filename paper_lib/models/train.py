@@ -22,11 +22,11 @@ from ..core.artifacts import cached_step, write_json_atomic
 from ..core.config import Config
 from ..core.registry import ModelSpec
 from ..core.runtime import NonFiniteError, require_finite
-from ..data import check_corpora, corpora_fingerprints, domain_blocks, eval_blocks, get_tokenizer, mixture_blocks, tokenizer_hash
+from ..data import DATA_CODE, check_corpora, corpora_fingerprints, domain_blocks, eval_blocks, get_tokenizer, mixture_blocks, tokenizer_hash
 from .build import build_model, load_hf
 
-# Data code whose output is not an upstream step of its own (mixing, block cutting) is part of the key.
-DATA_CODE = ["paper_lib.data.blocks", "paper_lib.models.build"]
+# Code whose output is not an upstream step of its own (reading, mixing and cutting data; building the model).
+TRAIN_CODE = [*DATA_CODE, "paper_lib.models.build"]
 
 
 class _Blocks(torch.utils.data.Dataset):
@@ -214,7 +214,7 @@ def pretrained_dir(cfg: Config, spec: ModelSpec) -> Path:
         _save_model(model, tokenizer, out)
         return stats
 
-    return cached_step(cfg.profile, f"model-{spec.name}", inputs, build, code=DATA_CODE)
+    return cached_step(cfg.profile, f"model-{spec.name}", inputs, build, code=TRAIN_CODE)
 
 
 def finetuned_dir(cfg: Config, spec: ModelSpec, parent: Path) -> Path:
@@ -240,4 +240,4 @@ def finetuned_dir(cfg: Config, spec: ModelSpec, parent: Path) -> Path:
         _save_model(model, tokenizer, out)
         return stats
 
-    return cached_step(cfg.profile, f"model-{spec.name}", inputs, build, code=DATA_CODE)
+    return cached_step(cfg.profile, f"model-{spec.name}", inputs, build, code=TRAIN_CODE)

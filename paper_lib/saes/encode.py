@@ -12,6 +12,9 @@ import torch
 
 from ..core.hooks import DEFAULT_HOOK, hook_width, stop_layer
 
+# What a step that encodes text with a model and an SAE depends on beyond its upstream folders.
+ENCODE_CODE = ("paper_lib.saes.encode", "paper_lib.core.hooks", "paper_lib.models.build")
+
 
 @torch.no_grad()
 def hook_activations(model, blocks: torch.Tensor, hook: str = DEFAULT_HOOK, batch_size: int = 64) -> torch.Tensor:

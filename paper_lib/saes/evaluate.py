@@ -12,9 +12,9 @@ import torch
 from ..core.artifacts import cached_step, read_json, record_benchmark, write_json_atomic
 from ..core.config import Config
 from ..core.registry import MODEL_NAMES, REGISTRY
-from ..data import corpora_fingerprints, sae_validation_blocks
+from ..data import DATA_CODE, corpora_fingerprints, sae_validation_blocks
 from ..models import load_hooked_lm
-from .encode import sae_hook
+from .encode import ENCODE_CODE, sae_hook
 from .store import load_sae, sae_dir, training_stats
 from .train import _quiet_sae_lens, _to_dataset
 
@@ -124,7 +124,7 @@ def sae_diagnostics(cfg: Config, name: str) -> dict[str, Any]:
         write_json_atomic(out / "diagnostics.json", result)
         return {k: v for k, v in result.items() if k != "feature_frequency"}
 
-    done = cached_step(cfg.profile, f"sae-eval-{name}", inputs, build, code=["paper_lib.data.samples", "paper_lib.data.blocks"])
+    done = cached_step(cfg.profile, f"sae-eval-{name}", inputs, build, code=[*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train"])
     return read_json(done / "diagnostics.json")
 
 

@@ -14,9 +14,9 @@ from ..core.artifacts import cached_step, manifest
 from ..core.config import Config
 from ..core.registry import REGISTRY
 from ..core.runtime import default_device
-from ..data import corpora_fingerprints, sae_train_blocks, tokenizer_hash
+from ..data import DATA_CODE, corpora_fingerprints, sae_train_blocks, tokenizer_hash
 from ..models import load_hooked_lm, model_dir
-from .encode import encode_with
+from .encode import ENCODE_CODE, encode_with
 from .train import _quiet_sae_lens, train_sae
 
 ENCODE_CHUNK_BLOCKS = 64  # blocks encoded at a time: bounds memory at chunk x context x d_sae floats
@@ -60,7 +60,7 @@ def sae_dir(cfg: Config, name: str) -> Path:
         model = load_hooked_lm(cfg, name)
         return train_sae(cfg, name, model, sae_train_blocks(cfg, name), out, l1_coefficient(cfg, name))
 
-    code = ["paper_lib.saes.train", "paper_lib.saes.encode", "paper_lib.data.samples", "paper_lib.data.blocks"]
+    code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train"]
     return cached_step(cfg.profile, f"sae-{name}", _sae_inputs(cfg, name, model_path), build, code=code)
 
 
@@ -95,8 +95,8 @@ def encode_blocks(cfg: Config, name: str, blocks: torch.Tensor, batch_size: int 
 
     ``model`` and ``sae`` may be passed to avoid reloading them.
     """
-    if model is None or sae is None:
-        model, sae = model_and_sae(cfg, name)
+    sae = load_sae(cfg, name) if sae is None else sae
+    model = load_hooked_lm(cfg, name) if model is None else model
     return encode_with(model, sae, blocks, batch_size)
 
 
@@ -105,7 +105,7 @@ def encode_chunks(
 ) -> Iterator[np.ndarray]:
     """SAE activations ``[chunk, ctx, d_sae]`` (float32 numpy) of ``blocks``, a chunk at a time, model and SAE
     loaded once: for sweeps over more text than fits in memory densely."""
-    if model is None or sae is None:
-        model, sae = model_and_sae(cfg, name)
+    sae = load_sae(cfg, name) if sae is None else sae
+    model = (load_hooked_lm(cfg, name) if model is None else model).to(sae.device, print_details=False)
     for start in tqdm(range(0, len(blocks), chunk_blocks), desc=f"encoding {name}", leave=False):
         yield encode_with(model, sae, blocks[start : start + chunk_blocks]).numpy()
