@@ -106,9 +106,8 @@ def slerp_sweep(cfg: Config, method: str | None = None, model: str = "luastories
         record_benchmark(cfg.profile, f"{method}_sweep", stats)
         return stats
 
-    done = cached_step(
-        cfg.profile, f"sweep-{model}-{method}", inputs, build, code=[*DATA_CODE, "paper_lib.models.build", "paper_lib.models.merge", "paper_lib.models.evaluate"]
-    )
+    code = [*DATA_CODE, "paper_lib.models.build", "paper_lib.models.merge", "paper_lib.models.evaluate"]
+    done = cached_step(cfg.profile, f"sweep-{model}-{method}", inputs, build, code=code)
     table = pd.DataFrame(read_json(done / "sweep.json"))
     table.attrs["benchmark"] = manifest(done)["meta"]  # wall time of the run that built the cache
     return table
