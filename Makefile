@@ -32,7 +32,7 @@ paper: $(STAMP)
 	$(PY) -m paper_lib.pipeline --profile $(PROFILE)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -ra --runslow
