@@ -22,7 +22,6 @@ from pathlib import Path
 
 from .core.artifacts import (
     PROJECT_ROOT,
-    figures_dir,
     file_fingerprint,
     read_json,
     record_benchmark,
@@ -83,12 +82,9 @@ def absolute_environment() -> None:
 
 def _publish(staging: Path, profile: str) -> None:
     """Move the figures a successful notebook wrote into the run folder and ``figures/``."""
-    from .plots.style import PUBLISHED_PROFILES
+    from .plots.style import final_dirs
 
-    targets = {"run": run_dir(profile) / "figures"}
-    if profile in PUBLISHED_PROFILES:
-        targets["published"] = figures_dir()
-    for name, target in targets.items():
+    for name, target in final_dirs(profile).items():
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted((staging / name).glob("*")) if (staging / name).is_dir() else []:
             shutil.move(path, target / path.name)  # staging and figures/ may be on different filesystems

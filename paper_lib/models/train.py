@@ -190,10 +190,9 @@ def _trainable(build):
 def pretrained_dir(cfg: Config, spec: ModelSpec) -> Path:
     """A model trained from scratch on ``spec.domains`` evenly by tokens (BabyPython), trained on first use.
 
-    Every corpus the family will read is checked first, so a missing fine-tuning corpus fails now, not after
-    the base model has trained.
+    Before training, every corpus the family will read is checked, so a missing fine-tuning corpus fails now,
+    not after the base model has trained (a cached model is loaded without touching the corpora again).
     """
-    check_corpora(cfg)
     tokenizer = get_tokenizer(cfg)
     inputs = {
         "model": {**cfg.model.model_dump(), **spec.architecture},
@@ -208,6 +207,7 @@ def pretrained_dir(cfg: Config, spec: ModelSpec) -> Path:
 
     @_trainable
     def build(out: Path) -> dict:
+        check_corpora(cfg)
         model = build_model(cfg, len(tokenizer), spec.architecture)
         blocks = mixture_blocks(cfg, spec.domains, "train", cfg.data.base_train_tokens, cfg.data.block_size)
         stats = train_lm(model, blocks, _curve_blocks(cfg, spec.domains), cfg.pretrain, out, cfg.seed)

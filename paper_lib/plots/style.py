@@ -29,16 +29,21 @@ def setup_style() -> None:
     matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight"})
 
 
-def output_dirs(cfg: Config) -> list[Path]:
-    """Folders a figure or result is written to for this profile.
+def final_dirs(profile: str) -> dict[str, Path]:
+    """Where a profile's figures end up: ``run`` (its run folder) and, for published profiles, ``published``."""
+    dirs = {"run": run_dir(profile) / "figures"}
+    if profile in PUBLISHED_PROFILES:
+        dirs["published"] = figures_dir()
+    return dirs
 
-    Under ``make paper`` they are staging folders (``$PAPER_FIGURES_STAGING``/run and /published), which the
-    pipeline moves into place only when the whole notebook succeeded: a failed run changes no figure.
+
+def output_dirs(cfg: Config) -> list[Path]:
+    """Folders a figure or result is written to for this profile: ``final_dirs``, or under ``make paper`` their
+    staging twins (``$PAPER_FIGURES_STAGING``/run and /published), which the pipeline moves into place only when
+    the whole notebook succeeded, so a failed run changes no figure.
     """
     staging = os.environ.get(STAGING_ENV)
-    dirs = [Path(staging) / "run" if staging else run_dir(cfg.profile) / "figures"]
-    if cfg.profile in PUBLISHED_PROFILES:
-        dirs.append(Path(staging) / "published" if staging else figures_dir())
+    dirs = [Path(staging) / name if staging else path for name, path in final_dirs(cfg.profile).items()]
     for path in dirs:
         path.mkdir(parents=True, exist_ok=True)
     return dirs
