@@ -9,6 +9,7 @@ Data generation is not timed; the timed part is streaming every chunk through ``
 
     python benchmarks/bench_matching.py                       # paper scale, both modes
     python benchmarks/bench_matching.py --positions 100000 --modes position
+    python benchmarks/bench_matching.py --features 4096 --positions 200000 --modes position --track-support
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from paper_lib.artifacts import record_benchmark
+from paper_lib.core.artifacts import record_benchmark
 from paper_lib.matching import CorrelationAccumulator, classify
 
 
@@ -66,8 +67,10 @@ def warm_up() -> None:
             classify(acc.finalize(), acc.dead_parent, acc.dead_child, 0.8)
 
 
-def run(mode, n_positions, n_features, l0, chunk, vocab, threshold=0.8):
-    acc = CorrelationAccumulator(n_features, n_features, mode, vocab_size=vocab)
+def run(mode, n_positions, n_features, l0, chunk, vocab, threshold=0.8, min_support=None, track_support=False):
+    acc = CorrelationAccumulator(
+        n_features, n_features, mode, vocab_size=vocab, min_support=min_support, track_support=track_support
+    )
     update_s, update_cpu, nnz = 0.0, 0.0, 0
     for parent, child, tokens in synthetic_chunks(n_positions, n_features, l0, chunk, vocab):
         nnz += parent.nnz
@@ -84,6 +87,8 @@ def run(mode, n_positions, n_features, l0, chunk, vocab, threshold=0.8):
     counts = result.counts()
     return {
         "mode": mode,
+        "min_support": acc.min_support,
+        "track_support": acc.track_support,
         "n_positions": n_positions,
         "n_features": n_features,
         "mean_l0": nnz / n_positions,
@@ -109,14 +114,18 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=65_536, help="positions per streamed chunk")
     parser.add_argument("--vocab", type=int, default=32_000, help="token ids (token mode)")
     parser.add_argument("--modes", nargs="+", default=["position", "token"], choices=["position", "token"])
+    parser.add_argument("--min-support", type=int, default=None, help="support guard (default: the mode's)")
+    parser.add_argument("--track-support", action="store_true", help="count co-active positions (position mode)")
     parser.add_argument("--profile", default="benchmark", help="runs/<profile>/benchmarks.json gets the numbers")
     args = parser.parse_args()
     warm_up()
     for mode in args.modes:
-        numbers = run(mode, args.positions, args.features, args.l0, args.chunk, args.vocab)
+        numbers = run(mode, args.positions, args.features, args.l0, args.chunk, args.vocab,
+                      min_support=args.min_support, track_support=args.track_support)
         numbers["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         numbers["target_s"] = 60 if mode == "position" else None
-        name = f"matching_{mode}_{args.features}x{args.features}_{args.positions}"
+        support = "_support" if numbers["track_support"] and mode == "position" else ""
+        name = f"matching_{mode}{support}_{args.features}x{args.features}_{args.positions}"
         path = record_benchmark(args.profile, name, numbers)
         print(f"{name}: {json.dumps(numbers)} -> {path}", flush=True)
 

@@ -43,27 +43,39 @@ def position_reference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def released_token_reference(x: np.ndarray, y: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """The released method: pandas pivot of per token string means, then scipy pearsonr per pair over the
-    token strings where both features have a nonzero mean (NaN where pearsonr is undefined)."""
-    rows = []
+def released_token_reference(x: np.ndarray, y: np.ndarray, tokens: np.ndarray, min_support: int = 2) -> np.ndarray:
+    """The released method, written from its description: the released evaluate.py logs only the nonzero
+    activations (it iterates ``encoding[i].nonzero()``), so its table is long (position, token, feature, value)
+    with no zeros; ``pandas.pivot_table`` gives per token string means over the positions where each feature
+    fired (NaN where it never fired on a token); ``scipy.stats.pearsonr`` per pair over the token strings
+    where both columns are defined. NaN with fewer than ``min_support`` such token strings or a constant side."""
+    frames = []
     for name, acts in (("p", x), ("c", y)):
-        for f in range(acts.shape[1]):
-            rows.append(pd.DataFrame({"token": tokens, "feature": f"{name}{f}", "act": acts[:, f]}))
-    long = pd.concat(rows)
-    table = long.pivot_table(index="token", columns="feature", values="act", aggfunc="mean")
+        position, feature = np.nonzero(acts)
+        frames.append(pd.DataFrame({"position": position, "token": tokens[position],
+                                    "feature": [f"{name}{f}" for f in feature], "value": acts[position, feature]}))
+    table = pd.concat(frames).pivot_table(index="token", columns="feature", values="value", aggfunc="mean")
     out = np.full((x.shape[1], y.shape[1]), np.nan)
     for i in range(x.shape[1]):
+        if f"p{i}" not in table:  # never fired: no column at all
+            continue
         a = table[f"p{i}"].to_numpy()
         for j in range(y.shape[1]):
+            if f"c{j}" not in table:
+                continue
             b = table[f"c{j}"].to_numpy()
-            both = (a != 0) & (b != 0)
-            if both.sum() < 2:
+            both = ~np.isnan(a) & ~np.isnan(b)
+            if both.sum() < min_support:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # constant input: pearsonr warns and returns NaN
                 out[i, j] = stats.pearsonr(a[both], b[both]).statistic
     return out
+
+
+def fired(acts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """[vocab, F] bool: the feature fired at least once on the token string."""
+    return pd.DataFrame(acts != 0).groupby(tokens).any().to_numpy()
 
 
 # ------------------------------------------------------------------------------------------- engine
@@ -83,35 +95,102 @@ def test_position_mode_equals_float64_reference(seed):
     assert got[0, 5] > 0.99
 
 
-def test_token_mode_equals_released_method_pair_for_pair(seed):
+@pytest.mark.parametrize("min_support", [2, 4])
+def test_token_mode_equals_released_method_pair_for_pair(min_support, seed):
     rng = np.random.default_rng(2)
     n, vocab = 900, 37
-    tokens = rng.integers(0, vocab, n)
+    tokens = rng.integers(0, vocab, n)  # each token string repeats ~24 times
     x = sae_like(n, 25, 0.05, rng, dead=(4,))
     y = sae_like(n, 20, 0.05, rng)
     y[:, 2] = x[:, 1] * (1 + 0.05 * rng.random(n))  # a feature that persists
-    y[:, 3] = np.where(tokens % 5 == 0, 1.5, 0.0)  # constant per token string: pearsonr gives NaN
-    ref = released_token_reference(x, y, tokens)
-    got = pairwise_correlations(x, y, mode="token", token_ids=tokens)
+    y[:, 3] = np.where(tokens % 5 == 0, 1.5, 0.0)  # constant wherever it fires: pearsonr gives NaN
+    y[:, 4] = np.where((tokens % 3 == 0) & (rng.random(n) < 0.3), 1.0 + tokens, 0.0)  # fires on few occurrences
+    ref = released_token_reference(x, y, tokens, min_support)
+    got = pairwise_correlations(x, y, mode="token", token_ids=tokens, min_support=min_support)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     assert np.isfinite(ref).sum() > 300  # the comparison covers many defined pairs
     assert np.nanmax(np.abs(got - ref)) < 1e-6
     assert got[1, 2] > 0.9
-    assert np.isnan(got[:, 3]).all()
+    assert np.isnan(got[:, 3]).all() and np.isnan(got[4]).all()
+
+
+def test_token_means_are_over_firing_positions_like_the_released_pivot(seed):
+    # Token 0 occurs 4 times; feature 0 fires on 2 of them (2 and 4): the released mean is 3, not 6 / 4 = 1.5.
+    # Feature 1 fires +1 and -1 on token 1: its mean there is a defined 0 (a stored zero), as in the pivot.
+    tokens = np.array([0, 0, 0, 0, 1, 1, 2])
+    x = np.array([[2, 0], [0, 0], [4, 0], [0, 0], [0, 1], [0, -1], [5, 0]], dtype=float)
+    acc = CorrelationAccumulator(2, 1, "token", vocab_size=4)
+    acc.update(x, np.ones((7, 1)), tokens)
+    means, _ = acc.token_means()
+    assert means[0, 0] == 3.0 and means[2, 0] == 5.0
+    assert means.getrow(1).indices.tolist() == [1] and means[1, 1] == 0.0  # a stored (defined) zero
+    assert means.getrow(3).nnz == 0  # token 3 never occurs: no mean at all
+
+    rng = np.random.default_rng(12)
+    tokens = rng.integers(0, 23, 800)
+    x = sae_like(800, 15, 0.05, rng, dead=(2,))
+    acc = CorrelationAccumulator(15, 15, "token", vocab_size=23)
+    acc.update(x, x, tokens)
+    position, feature = np.nonzero(x)
+    long = pd.DataFrame({"token": tokens[position], "feature": feature, "value": x[position, feature]})
+    pivot = long.pivot_table(index="token", columns="feature", values="value", aggfunc="mean")
+    pivot = pivot.reindex(index=range(23), columns=range(15)).to_numpy()
+    means, _ = acc.token_means()
+    dense = np.full((23, 15), np.nan)
+    coo = means.tocoo()
+    dense[coo.row, coo.col] = coo.data
+    np.testing.assert_allclose(dense, pivot, rtol=1e-12, equal_nan=True)
 
 
 def test_token_mode_min_support_drops_pairs_with_few_common_tokens(seed):
     rng = np.random.default_rng(3)
     tokens = rng.integers(0, 30, 500)
     x, y = sae_like(500, 12, 0.02, rng), sae_like(500, 10, 0.02, rng)
-    loose = pairwise_correlations(x, y, "token", tokens, min_support=2)
-    strict = pairwise_correlations(x, y, "token", tokens, min_support=6)
-    means_x = pd.DataFrame(x).groupby(tokens).mean().to_numpy() != 0
-    means_y = pd.DataFrame(y).groupby(tokens).mean().to_numpy() != 0
-    common = means_x.T.astype(int) @ means_y.astype(int)
+    acc = CorrelationAccumulator(12, 10, "token", vocab_size=30)
+    acc.update(x, y, tokens)
+    common = fired(x, tokens).T.astype(int) @ fired(y, tokens).astype(int)
+    support = acc.support()
+    assert support.dtype == np.int32
+    np.testing.assert_array_equal(support, common)  # shared token strings where both fired
+    loose = acc.finalize(np.float64)
+    strict = acc.finalize(np.float64, min_support=6)  # the override: no second pass over the data
+    np.testing.assert_array_equal(strict, pairwise_correlations(x, y, "token", tokens, min_support=6))
     assert np.isnan(strict[common < 6]).all()
     np.testing.assert_array_equal(strict[common >= 6], loose[common >= 6])
     assert (np.isfinite(loose) & (common < 6)).any()  # the setting changed something
+
+
+def test_position_guard_drops_pairs_that_are_rarely_co_active(seed):
+    # Two features that each fire once, at the same position: r = 1 exactly, from one shared event.
+    x, y = np.zeros((50, 2)), np.zeros((50, 2))
+    x[7, 0] = y[7, 0] = 1.0
+    x[::3, 1] = 1.0 + np.arange(17)
+    y[::3, 1] = 2.0 + np.arange(17)  # co-active 17 times
+    no_guard = pairwise_correlations(x, y, "position")
+    assert no_guard[0, 0] == pytest.approx(1.0) and no_guard[1, 1] > 0.9
+    guarded = pairwise_correlations(x, y, "position", min_support=2)
+    assert np.isnan(guarded[0, 0]) and guarded[1, 1] == no_guard[1, 1]
+    assert np.isnan(guarded[0, 1]) and no_guard[0, 1] < 0  # never co-active: exact negative r, NaN if guarded
+
+    rng = np.random.default_rng(13)
+    x, y = sae_like(700, 30, 0.05, rng), sae_like(700, 20, 0.05, rng)
+    acc = CorrelationAccumulator(30, 20, "position", track_support=True)
+    for start in range(0, 700, 100):
+        acc.update(x[start:start + 100], y[start:start + 100])
+    coactive = (x != 0).T.astype(int) @ (y != 0).astype(int)
+    np.testing.assert_array_equal(acc.support(), coactive)
+    plain = acc.finalize(np.float64)
+    np.testing.assert_allclose(plain, pairwise_correlations(x, y, "position"), atol=1e-12)  # tracking alone: no change
+    for guard in (1, 3, 5):
+        swept = acc.finalize(np.float64, min_support=guard)
+        np.testing.assert_array_equal(np.isnan(swept), (coactive < guard) | np.isnan(plain))
+        np.testing.assert_array_equal(swept[coactive >= guard], plain[coactive >= guard])
+    untracked = CorrelationAccumulator(30, 20, "position")
+    untracked.update(x, y)
+    with pytest.raises(ValueError, match="track_support"):
+        untracked.support()
+    with pytest.raises(ValueError, match="track_support"):
+        untracked.finalize(min_support=2)
 
 
 @pytest.mark.parametrize("mode", ["position", "token"])
@@ -121,7 +200,7 @@ def test_streaming_chunks_equal_one_shot_and_accept_torch_and_sparse(mode, seed)
     tokens = rng.integers(0, 50, n)
     x, y = sae_like(n, 33, 0.06, rng), sae_like(n, 21, 0.06, rng)
     whole = pairwise_correlations(x, y, mode, tokens)
-    acc = CorrelationAccumulator(33, 21, mode, vocab_size=50)
+    acc = CorrelationAccumulator(33, 21, mode, vocab_size=50, track_support=True)
     for start in range(0, n, 128):  # mixed input types: numpy, scipy sparse, torch dense
         s = slice(start, start + 128)
         kinds = [x[s], sp.csr_matrix(y[s])] if start % 256 else [torch.from_numpy(x[s]).float(), y[s]]
@@ -132,6 +211,9 @@ def test_streaming_chunks_equal_one_shot_and_accept_torch_and_sparse(mode, seed)
     assert acc.n_positions == n
     single = acc.finalize()  # default float32 output
     assert single.dtype == np.float32 and np.nanmax(np.abs(single - streamed)) < 1e-6
+    one_shot = CorrelationAccumulator(33, 21, mode, vocab_size=50, track_support=True)
+    one_shot.update(x, y, tokens)
+    np.testing.assert_array_equal(acc.support(), one_shot.support())
 
 
 def test_three_d_blocks_are_flattened(seed):
@@ -153,8 +235,13 @@ def test_bad_input_is_rejected_with_a_clear_message():
     acc = CorrelationAccumulator(4, 4, "token", vocab_size=5)
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 5\)"):
         acc.update(x, x, np.arange(10))
+    assert acc.n_positions == 0  # a rejected chunk leaves the accumulator as it was
     with pytest.raises(ValueError, match="no data"):
         CorrelationAccumulator(4, 4, "position").finalize()
+    with pytest.raises(ValueError, match="token mode: min_support must be >= 2"):
+        CorrelationAccumulator(4, 4, "token", vocab_size=5, min_support=1)
+    with pytest.raises(ValueError, match="position mode: min_support must be >= 0"):
+        CorrelationAccumulator(4, 4, "position", min_support=-1)
     with pytest.raises(ValueError, match="unknown model"):
         matching.match_pair(None, "babypython", "gpt2")
 

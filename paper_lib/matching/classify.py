@@ -10,15 +10,23 @@ import pandas as pd
 
 from . import kernels
 from .kernels import _require_numba
+from .methods import one_to_one
+
+ASSIGNMENTS = ("many", "one")
 
 
 @dataclass
 class MatchResult:
     """Matches between a parent's and a child's SAE features (feature indices are SAE feature ids).
 
-    ``best_*`` arrays give each feature's best-correlated partner (-1 and NaN where none is defined);
-    ``pairs`` lists every pair with r >= threshold (one-to-many kept). Dead features are never active on
-    the sample: they are excluded from persisting/emerging/disappearing and from the shares.
+    ``assignment="many"`` (the paper's): ``best_*`` arrays give each feature's best-scoring partner (-1 and
+    NaN where none is defined) and ``pairs`` lists every pair with score >= threshold (one-to-many kept).
+    ``assignment="one"``: features are paired one-to-one by Hungarian assignment (``methods.one_to_one``);
+    ``best_*`` give each feature's assigned partner and its score (-1 and NaN when unassigned, which the
+    side with more live features always has), and ``pairs`` keeps the assigned pairs with score >= threshold.
+    The score is the correlation r, or whatever matrix was classified (e.g. a decoder cosine); the pairs'
+    column is named ``corr`` either way. Dead features are never active on the sample: they are excluded
+    from persisting/emerging/disappearing and from the shares.
     """
 
     parent: str
@@ -33,6 +41,7 @@ class MatchResult:
     dead_parent: np.ndarray
     dead_child: np.ndarray
     n_positions: int = 0
+    assignment: str = "many"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,6 +85,7 @@ class MatchResult:
             "child": self.child,
             "mode": self.mode,
             "threshold": self.threshold,
+            "assignment": self.assignment,
             "n_parent": len(self.dead_parent),
             "n_child": len(self.dead_child),
             "dead_parent": int(self.dead_parent.sum()),
@@ -120,6 +130,26 @@ def _best_and_pairs(
     }
 
 
+def _assigned_pairs(
+    score_FG: np.ndarray, alive_parent: np.ndarray, alive_child: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """Each live feature's one-to-one partner and score, and the assigned pairs >= threshold."""
+    rows, cols, scores = one_to_one(score_FG, alive_parent, alive_child)
+    n_parent, n_child = score_FG.shape
+    best_col, best_col_score = np.full(n_parent, -1, np.int64), np.full(n_parent, np.nan)
+    best_row, best_row_score = np.full(n_child, -1, np.int64), np.full(n_child, np.nan)
+    best_col[rows], best_col_score[rows] = cols, scores
+    best_row[cols], best_row_score[cols] = rows, scores
+    keep = scores >= threshold
+    return {
+        "best_child_for_parent": best_col,
+        "best_corr_for_parent": best_col_score,
+        "best_parent_for_child": best_row,
+        "best_corr_for_child": best_row_score,
+        "pairs": pd.DataFrame({"parent_feature": rows[keep], "child_feature": cols[keep], "corr": scores[keep]}),
+    }
+
+
 def classify(
     corr_FG: np.ndarray,
     dead_parent: np.ndarray,
@@ -129,17 +159,27 @@ def classify(
     child: str = "child",
     mode: str = "token",
     n_positions: int = 0,
+    assignment: str = "many",
 ) -> MatchResult:
-    """A ``MatchResult`` from a correlation matrix and the dead-feature masks (dead rows/columns ignored)."""
+    """A ``MatchResult`` from a correlation (or other score) matrix and the dead-feature masks.
+
+    Dead rows and columns are ignored. ``assignment``: ``"many"`` keeps every pair >= threshold, ``"one"``
+    only the pairs of a one-to-one assignment (see ``MatchResult``).
+    """
     _require_numba()
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {assignment!r}")
     corr_FG = np.asarray(corr_FG)
     if corr_FG.dtype not in (np.float32, np.float64):
         corr_FG = corr_FG.astype(np.float64)
     dead_parent, dead_child = np.asarray(dead_parent, bool), np.asarray(dead_child, bool)
     if corr_FG.shape != (len(dead_parent), len(dead_child)):
         raise ValueError(f"corr shape {corr_FG.shape} does not match masks {len(dead_parent)}, {len(dead_child)}")
-    found = _best_and_pairs(corr_FG, ~dead_parent, ~dead_child, threshold)
+    if assignment == "many":
+        found = _best_and_pairs(corr_FG, ~dead_parent, ~dead_child, threshold)
+    else:
+        found = _assigned_pairs(corr_FG, ~dead_parent, ~dead_child, threshold)
     return MatchResult(
         parent=parent, child=child, mode=mode, threshold=float(threshold), dead_parent=dead_parent,
-        dead_child=dead_child, n_positions=n_positions, **found,
+        dead_child=dead_child, n_positions=n_positions, assignment=assignment, **found,
     )

@@ -5,8 +5,10 @@ chunks as sparse matrices, and a parallel numba kernel accumulates the sparse cr
 into a dense float64 matrix (Gustavson's row-by-row scheme with a dense output row). We use it rather than
 ``scipy.sparse`` matmul because scipy builds a sparse product in two passes and then has to be scattered
 into the dense accumulator: at 1M positions x ~45 active features that measured ~8x slower here (and
-``torch.sparse.mm`` slower still), which would miss the 60 s target. Token mode reduces the sample to per
-token string means first (sparse, vocab x features) and computes the masked, centred sums row by row.
+``torch.sparse.mm`` slower still), which would miss the 60 s target. When a support guard is asked for,
+a second variant also counts co-active positions per pair (int32) in the same pass. Token mode reduces the
+sample to per token string means over firing positions first (sparse, vocab x features) and computes the
+masked, centred sums row by row.
 """
 
 from __future__ import annotations
@@ -39,10 +41,35 @@ if numba is not None:
                     out_FG[i, y_feat[b]] += v * np.float64(y_val[b])
 
     @njit(parallel=True, cache=True, nogil=True)
+    def _gram_count_add_kernel(
+        out_FG, count_FG, rows, x_indptr, x_pos, x_val, y_indptr, y_feat, y_val
+    ):  # pragma: no cover
+        """``_gram_add_kernel`` that also counts co-active positions: count[i, j] += #{p: x[p, i] y[p, j] != 0}."""
+        for k in prange(rows.shape[0]):
+            i = rows[k]
+            for a in range(x_indptr[i], x_indptr[i + 1]):
+                p = x_pos[a]
+                v = np.float64(x_val[a])
+                for b in range(y_indptr[p], y_indptr[p + 1]):
+                    j = y_feat[b]
+                    out_FG[i, j] += v * np.float64(y_val[b])
+                    count_FG[i, j] += 1
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _cooccur_count_kernel(count_FG, rows, x_indptr, x_pos, y_indptr, y_feat):  # pragma: no cover
+        """count[i, j] = #{rows where both x[:, i] and y[:, j] have an entry}; x as CSC, y as CSR."""
+        for k in prange(rows.shape[0]):
+            i = rows[k]
+            for a in range(x_indptr[i], x_indptr[i + 1]):
+                p = x_pos[a]
+                for b in range(y_indptr[p], y_indptr[p + 1]):
+                    count_FG[i, y_feat[b]] += 1
+
+    @njit(parallel=True, cache=True, nogil=True)
     def _masked_corr_kernel(
         out_FG, tiles, row_offset, x_indptr, x_tok, x_val, y_indptr, y_feat, y_val, min_support, rtol
     ):  # pragma: no cover
-        """Pearson r of every pair over the rows (token strings) where both have a nonzero value.
+        """Pearson r of every pair over the rows (token strings) where both have an entry (fired there).
 
         Parent features ``tiles[0]..tiles[-1]`` (processed tile by tile in parallel) fill rows
         ``i - row_offset`` of ``out_FG``; entries without a defined r are left as they are (NaN).
@@ -103,11 +130,12 @@ if numba is not None:
 
 
     @njit(parallel=True, cache=True, nogil=True)
-    def _position_corr_kernel(out_FG, sxy_FG, n, mx, my, inv_x, inv_y):  # pragma: no cover
-        """r = (sxy / n - mx my) / (sd_x sd_y), clipped to [-1, 1]; NaN where a side has no variance."""
+    def _position_corr_kernel(out_FG, sxy_FG, n, mx, my, inv_x, inv_y, count_FG, min_support):  # pragma: no cover
+        """r = (sxy / n - mx my) / (sd_x sd_y), clipped to [-1, 1]; NaN where a side has no variance or,
+        when ``min_support > 0``, where the pair is co-active at fewer than ``min_support`` positions."""
         for i in prange(out_FG.shape[0]):
             for j in range(out_FG.shape[1]):
-                if inv_x[i] > 0 and inv_y[j] > 0:
+                if inv_x[i] > 0 and inv_y[j] > 0 and (min_support == 0 or count_FG[i, j] >= min_support):
                     r = (sxy_FG[i, j] / n - mx[i] * my[j]) * inv_x[i] * inv_y[j]
                     out_FG[i, j] = min(1.0, max(-1.0, r))
                 else:
