@@ -103,12 +103,12 @@ def test_cache_key_has_only_the_own_coefficient(smoke_cfg):
     from paper_lib.core.config import load_config
 
     folder = Path("model-babypython-0")
-    base = _sae_inputs(smoke_cfg, "babypython", folder)
+    base = _sae_inputs(smoke_cfg, "babypython", folder, "independent")
     other = load_config("smoke", {"sae.l1_coefficient": {**smoke_cfg.sae.l1_coefficient, "lua": 0.5}})
-    assert _sae_inputs(other, "babypython", folder) == base
+    assert _sae_inputs(other, "babypython", folder, "independent") == base
     mine = load_config("smoke", {"sae.l1_coefficient": {**smoke_cfg.sae.l1_coefficient, "babypython": 0.5}})
-    assert _sae_inputs(mine, "babypython", folder) != base
-    assert _sae_inputs(smoke_cfg, "babypython", Path("model-babypython-1")) != base
+    assert _sae_inputs(mine, "babypython", folder, "independent") != base
+    assert _sae_inputs(smoke_cfg, "babypython", Path("model-babypython-1"), "independent") != base
     with pytest.raises(ValueError, match="unknown model"):
         saes.sae_dir(smoke_cfg, "gpt2")
 

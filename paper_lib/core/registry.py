@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 DOMAINS = ("babylm", "python", "lua", "tinystories")
-Recipe = Literal["pretrain", "finetune", "merge"]
+Recipe = Literal["pretrain", "finetune", "merge", "init"]
 
 
 class RegistryError(ValueError):
@@ -25,7 +25,10 @@ class ModelSpec:
 
     ``recipe``: ``pretrain`` (trained from scratch on ``domains`` evenly by tokens with ``cfg.pretrain``),
     ``finetune`` (its one parent trained further on ``domains`` with ``cfg.finetune``) or ``merge`` (its two
-    parents merged with ``cfg.merge``; ``parents[0]`` is mergekit's ``base_model``, at t = 0).
+    parents merged with ``cfg.merge``; ``parents[0]`` is mergekit's ``base_model``, at t = 0) or ``init``
+    (the architecture at initialisation, seeded apart from every trained model: it has learned nothing).
+    ``control``: a model outside the family (the matching null), left out of ``names``, ``edges`` and every
+    other family listing; its ``domains`` are its SAE's data.
     ``architecture``: overrides of ``cfg.model`` (e.g. ``{"num_hidden_layers": 4}`` for a deeper member);
     a fine-tune or merge inherits its parents' shape.
     """
@@ -36,9 +39,10 @@ class ModelSpec:
     parents: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
     architecture: dict = field(default_factory=dict)
+    control: bool = False
 
     def __post_init__(self):
-        expected = {"pretrain": 0, "finetune": 1, "merge": 2}[self.recipe]
+        expected = {"pretrain": 0, "finetune": 1, "merge": 2, "init": 0}[self.recipe]
         if len(self.parents) != expected:
             raise RegistryError(f"model '{self.name}': a {self.recipe} has {expected} parent(s), got {self.parents}")
         if self.recipe != "merge" and not self.domains:
@@ -63,8 +67,13 @@ class Registry:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Model names in registry order (parents first)."""
-        return tuple(self._specs)
+        """The family's model names in registry order (parents first); controls are left out."""
+        return tuple(n for n, s in self._specs.items() if not s.control)
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """Control models (outside the family: the matching null)."""
+        return tuple(n for n, s in self._specs.items() if s.control)
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
@@ -85,7 +94,7 @@ class Registry:
     @property
     def labels(self) -> dict[str, str]:
         """``{name: label}`` of every model."""
-        return {n: s.label for n, s in self._specs.items()}
+        return {n: s.label for n, s in self._specs.items() if not s.control}
 
     def ancestors(self, name: str) -> list[str]:
         """All ancestors, nearest first along ``parents[0]``, each once (depth-first over parents in order)."""
@@ -128,10 +137,23 @@ class Registry:
         visit(name)
         return tuple(ordered)
 
+    def data_domains(self, name: str) -> tuple[str, ...]:
+        """The text a model was made for: its own domains, or a merge's parents' (each domain once, in order)."""
+        spec = self.spec(name)
+        if spec.recipe != "merge":
+            return spec.domains
+        return tuple(dict.fromkeys(d for p in spec.parents for d in self.data_domains(p)))
+
+    def pair_domains(self, parent: str, child: str) -> tuple[str, ...]:
+        """A matching pair's text: both models' ``data_domains``, in ``DOMAINS`` order (so the pairs Lua ->
+        LuaStories and TinyStories -> LuaStories share one sample)."""
+        both = {*self.data_domains(parent), *self.data_domains(child)}
+        return tuple(d for d in DOMAINS if d in both)
+
     def edges(self, names: tuple[str, ...] | list[str] | None = None) -> list[tuple[str, str]]:
         """Every (parent, child) pair, in registry order: the matching pairs of Figure 2."""
         keep = set(self.names if names is None else names)
-        return [(p, s.name) for s in self._specs.values() if s.name in keep for p in s.parents if p in keep]
+        return [(p, n) for n in self.names if n in keep for p in self._specs[n].parents if p in keep]
 
     def route(self, name: str) -> list[str]:
         """The path from the root to a model along ``parents[0]`` (a merge is reached through its base model)."""
@@ -172,6 +194,11 @@ PAPER_FAMILY = (
     ModelSpec("luastories", "LuaStories", "merge", parents=("lua", "tinystories")),
 )
 
-REGISTRY = Registry(PAPER_FAMILY)
+# The matching null: the family's architecture at initialisation. Its SAE (trained on every domain, like the
+# merge's) gives the floor that a persistence share is read against (notebook 05).
+NULL_MODEL = "untrained"
+CONTROLS = (ModelSpec(NULL_MODEL, "Untrained", "init", domains=DOMAINS, control=True),)
+
+REGISTRY = Registry(PAPER_FAMILY + CONTROLS)
 MODEL_NAMES = REGISTRY.names
 MODEL_LABELS = REGISTRY.labels

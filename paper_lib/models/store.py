@@ -9,6 +9,7 @@ from ..core.artifacts import manifest, read_json, record_benchmark
 from ..core.config import Config
 from ..core.registry import REGISTRY
 from .build import load_hf, to_hooked
+from .init import initial_dir
 from .merge import merged_dir
 from .train import finetuned_dir, pretrained_dir
 
@@ -18,6 +19,10 @@ def model_dir(cfg: Config, name: str) -> Path:
     spec = REGISTRY.spec(name)
     if spec.recipe == "pretrain":
         path = pretrained_dir(cfg, spec)
+    elif spec.recipe == "init":
+        path = initial_dir(cfg, spec)
+    elif spec.recipe == "init":
+        path = initial_dir(cfg, spec)
     elif spec.recipe == "finetune":
         path = finetuned_dir(cfg, spec, model_dir(cfg, spec.parents[0]))
     else:

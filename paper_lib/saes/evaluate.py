@@ -110,9 +110,10 @@ def evaluate_sae(sae, model, blocks: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def sae_diagnostics(cfg: Config, name: str) -> dict[str, Any]:
-    """One SAE's diagnostics on ``cfg.sae.eval_blocks`` validation blocks (cached as JSON)."""
-    path = sae_dir(cfg, name)
+def sae_diagnostics(cfg: Config, name: str, seeding: str | None = None) -> dict[str, Any]:
+    """One SAE's diagnostics on ``cfg.sae.eval_blocks`` validation blocks (cached as JSON); ``seeding`` picks
+    which of the model's SAEs (``saes.sae_seed``; default ``cfg.sae.init``)."""
+    path = sae_dir(cfg, name, seeding)
     inputs = {
         "sae": path.name,
         "eval_blocks": cfg.sae.eval_blocks,
@@ -120,25 +121,29 @@ def sae_diagnostics(cfg: Config, name: str) -> dict[str, Any]:
     }
 
     def build(out: Path) -> dict:
-        result = evaluate_sae(load_sae(cfg, name), load_hooked_lm(cfg, name), sae_validation_blocks(cfg, name))
+        result = evaluate_sae(load_sae(cfg, name, seeding), load_hooked_lm(cfg, name), sae_validation_blocks(cfg, name))
         write_json_atomic(out / "diagnostics.json", result)
         return {k: v for k, v in result.items() if k != "feature_frequency"}
 
-    done = cached_step(cfg.profile, f"sae-eval-{name}", inputs, build, code=[*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train"])
+    tag = "" if (seeding or cfg.sae.init) == "independent" else "-shared"
+    done = cached_step(cfg.profile, f"sae-eval-{name}{tag}", inputs, build, code=[*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train"])
     return read_json(done / "diagnostics.json")
 
 
-def diagnostics_table(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NAMES):
-    """One row per SAE: size, L1 coefficient, L0, dead fraction, explained variance, reconstruction score, timing."""
+def diagnostics_table(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NAMES, seeding: str | None = None):
+    """One row per SAE: size, seed, L1 coefficient, L0, dead fraction, explained variance, reconstruction score,
+    timing (``seeding``: which of each model's SAEs; default ``cfg.sae.init``)."""
     import pandas as pd
 
     rows = []
     for name in names:
-        diag = sae_diagnostics(cfg, name)
-        stats = training_stats(cfg, name)
+        diag = sae_diagnostics(cfg, name, seeding)
+        stats = training_stats(cfg, name, seeding)
         rows.append(
             {
                 "model": REGISTRY.label(name),
+                "seeding": seeding or cfg.sae.init,
+                "seed": stats.get("seed", cfg.seed),
                 "d_sae": diag["d_sae"],
                 "l1_coefficient": stats["l1_coefficient"],
                 "l0": diag["l0"],

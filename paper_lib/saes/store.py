@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.artifacts import cached_step, manifest
+from ..core.artifacts import cached_step, manifest, stable_hash
 from ..core.config import Config
 from ..core.registry import REGISTRY
 from ..core.runtime import default_device
@@ -20,6 +20,9 @@ from .encode import ENCODE_CODE, encode_with
 from .train import _quiet_sae_lens, train_sae
 
 ENCODE_CHUNK_BLOCKS = 64  # blocks encoded at a time: bounds memory at chunk x context x d_sae floats
+
+
+SEEDINGS = ("independent", "shared")
 
 
 def l1_coefficient(cfg: Config, name: str) -> float:
@@ -35,40 +38,97 @@ def l1_coefficient(cfg: Config, name: str) -> float:
     )
 
 
-def _sae_inputs(cfg: Config, name: str, model_path: Path) -> dict[str, Any]:
+def _seeding(cfg: Config, seeding: str | None) -> str:
+    seeding = cfg.sae.init if seeding is None else seeding
+    if seeding not in SEEDINGS:
+        raise ValueError(f"seeding must be one of {SEEDINGS}, got {seeding!r}")
+    return seeding
+
+
+def sae_seed(cfg: Config, name: str, seeding: str | None = None) -> int:
+    """The seed an SAE is initialised and trained with.
+
+    ``shared`` (the released protocol): ``cfg.seed`` for every model. ``independent``: derived from ``cfg.seed``
+    and the model's name, and never equal to ``cfg.seed``, so the two seedings of one model are two seeds (the
+    pair that gives the seed ceiling). ``None``: ``cfg.sae.init``.
+    """
+    if _seeding(cfg, seeding) == "shared":
+        return cfg.seed
+    seed = int(stable_hash({"seed": cfg.seed, "sae": name}, 8), 16) % 2**31
+    return seed if seed != cfg.seed else seed + 1
+
+
+def _sae_inputs(cfg: Config, name: str, model_path: Path, seeding: str) -> dict[str, Any]:
     import sae_lens
 
-    sae_cfg = {k: v for k, v in cfg.sae.model_dump().items() if k not in ("l1_coefficient", "eval_blocks")}
+    sae_cfg = {k: v for k, v in cfg.sae.model_dump().items() if k not in ("l1_coefficient", "eval_blocks", "init")}
     domains = REGISTRY.sae_domains(name)
-    return {
+    inputs = {
         "model": model_path.name,
         "sae": sae_cfg,
-        "l1_coefficient": l1_coefficient(cfg, name),
+        "l1_coefficient": None if REGISTRY.spec(name).control else l1_coefficient(cfg, name),
         "domains": list(domains),
         "tokenizer": tokenizer_hash(cfg),
         "corpora": corpora_fingerprints(cfg, domains, "train"),
-        "seed": cfg.seed,
+        "seed": sae_seed(cfg, name, seeding),
         "sae_lens": sae_lens.__version__,
     }
+    if REGISTRY.spec(name).control:
+        reference = REGISTRY.names[0]
+        inputs["l1_coefficient"] = {"scale_matched_to": reference, "reference_l1": l1_coefficient(cfg, reference),
+                                    "reference_model": model_dir(cfg, reference).name}
+    return inputs
 
 
-def sae_dir(cfg: Config, name: str) -> Path:
-    """The finished folder of one model's SAE (``sae/`` in SAELens's format), trained on first use."""
+def _scale_matched_l1(cfg: Config, name: str, model, blocks: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """A control model's L1 coefficient: the reference model's, times the ratio of their RMS activation norms.
+
+    An untrained model's activations are several times smaller than a trained one's; with the same coefficient
+    the L1 term would outweigh the (quadratic) reconstruction term and leave almost every feature dead. Scaling
+    activations by c is the same problem as keeping them and scaling the coefficient by c, so the coefficient is
+    matched to the activation scale (measured on the first 64 training blocks of each model).
+    """
+    from .encode import hook_activations
+
+    reference = REGISTRY.names[0]
+    sample = blocks[:64]
+    rms = {}
+    for who, lm in ((name, model), (reference, load_hooked_lm(cfg, reference))):
+        acts = hook_activations(lm.to(default_device(), print_details=False), sample, cfg.sae.hook_name)
+        rms[who] = float(acts.reshape(-1, acts.shape[-1]).pow(2).sum(-1).mean().sqrt())
+    return l1_coefficient(cfg, reference) * rms[name] / rms[reference], rms
+
+
+def sae_dir(cfg: Config, name: str, seeding: str | None = None) -> Path:
+    """The finished folder of one model's SAE (``sae/`` in SAELens's format), trained on first use.
+
+    ``seeding``: ``"independent"`` or ``"shared"`` (see ``sae_seed``); ``None`` is ``cfg.sae.init``.
+    """
+    seeding = _seeding(cfg, seeding)
     model_path = model_dir(cfg, name)
 
     def build(out: Path) -> dict:
         model = load_hooked_lm(cfg, name)
-        return train_sae(cfg, name, model, sae_train_blocks(cfg, name), out, l1_coefficient(cfg, name))
+        blocks = sae_train_blocks(cfg, name)
+        extra = {}
+        if REGISTRY.spec(name).control:
+            l1, rms = _scale_matched_l1(cfg, name, model, blocks)
+            extra = {"rms_activation_norm": rms}
+        else:
+            l1 = l1_coefficient(cfg, name)
+        stats = train_sae(cfg, name, model, blocks, out, l1, sae_seed(cfg, name, seeding))
+        return {**stats, "seeding": seeding, "seed": sae_seed(cfg, name, seeding), **extra}
 
     code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train"]
-    return cached_step(cfg.profile, f"sae-{name}", _sae_inputs(cfg, name, model_path), build, code=code)
+    step = f"sae-{name}" if seeding == "independent" else f"sae-{name}-{seeding}"
+    return cached_step(cfg.profile, step, _sae_inputs(cfg, name, model_path, seeding), build, code=code)
 
 
-def load_sae(cfg: Config, name: str):
+def load_sae(cfg: Config, name: str, seeding: str | None = None):
     """One model's trained SAELens ``SAE`` (float32, eval mode), trained on first use."""
     from sae_lens import SAE
 
-    path = sae_dir(cfg, name) / "sae"
+    path = sae_dir(cfg, name, seeding) / "sae"
     try:
         with _quiet_sae_lens():
             sae = SAE.load_from_disk(path, device=default_device(), dtype="float32")
@@ -79,14 +139,14 @@ def load_sae(cfg: Config, name: str):
     return sae.eval()
 
 
-def training_stats(cfg: Config, name: str) -> dict[str, Any]:
-    """How one SAE was trained: tokens, steps, seconds, tokens/s, sizes (from its manifest)."""
-    return manifest(sae_dir(cfg, name))["meta"]
+def training_stats(cfg: Config, name: str, seeding: str | None = None) -> dict[str, Any]:
+    """How one SAE was trained: tokens, steps, seconds, tokens/s, sizes, seed (from its manifest)."""
+    return manifest(sae_dir(cfg, name, seeding))["meta"]
 
 
-def model_and_sae(cfg: Config, name: str):
+def model_and_sae(cfg: Config, name: str, seeding: str | None = None):
     """A registry model as a HookedTransformer on its SAE's device, and the SAE."""
-    sae = load_sae(cfg, name)
+    sae = load_sae(cfg, name, seeding)
     return load_hooked_lm(cfg, name).to(sae.device, print_details=False), sae
 
 

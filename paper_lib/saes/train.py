@@ -60,7 +60,7 @@ def geometric_median(points_ND: torch.Tensor, max_iter: int = 100, tol: float = 
     return median.float()
 
 
-def _runner_config(cfg: Config, name: str, d_in: int, n_blocks: int, device: str, l1: float):
+def _runner_config(cfg: Config, name: str, d_in: int, n_blocks: int, device: str, l1: float, seed: int):
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig, StandardTrainingSAEConfig
 
     s = cfg.sae
@@ -108,7 +108,7 @@ def _runner_config(cfg: Config, name: str, d_in: int, n_blocks: int, device: str
         lr_decay_steps=int(s.lr_decay_fraction * steps),
         device=device,
         dtype="float32",
-        seed=cfg.seed,
+        seed=seed,
         logger=LoggingConfig(log_to_wandb=False),
         n_checkpoints=0,
         checkpoint_path=None,
@@ -180,8 +180,12 @@ def _to_dataset(blocks: torch.Tensor):
     return Dataset.from_dict({"input_ids": blocks.numpy().astype(np.int32)})
 
 
-def train_sae(cfg: Config, name: str, model, blocks: torch.Tensor, out_dir: Path, l1: float) -> dict[str, Any]:
+def train_sae(
+    cfg: Config, name: str, model, blocks: torch.Tensor, out_dir: Path, l1: float, seed: int | None = None
+) -> dict[str, Any]:
     """Train one SAE with SAELens on ``blocks`` of ``model``'s hook; save it to ``out_dir/sae``.
+
+    ``seed`` (default ``cfg.seed``) sets the SAE's initial weights and SAELens's shuffling.
 
     Writes ``out_dir/training_curve.json`` and returns training statistics (tokens, seconds, tokens/s).
     """
@@ -190,8 +194,9 @@ def train_sae(cfg: Config, name: str, model, blocks: torch.Tensor, out_dir: Path
     device = default_device()
     model = model.to(device, print_details=False).eval()
     d_in = hook_width(cfg.sae.hook_name, model.cfg)
-    runner_cfg = _runner_config(cfg, name, d_in, len(blocks), device, l1)
-    torch.manual_seed(cfg.seed)
+    seed = cfg.seed if seed is None else seed
+    runner_cfg = _runner_config(cfg, name, d_in, len(blocks), device, l1, seed)
+    torch.manual_seed(seed)
     sae = StandardTrainingSAE(runner_cfg.sae)
     if cfg.sae.b_dec_init != "zeros":
         sample = hook_activations(model, blocks[: max(1, 8192 // cfg.sae.context_size)], cfg.sae.hook_name)
