@@ -155,6 +155,11 @@ class SAEConfig(_Section):
     # The paper's; "mean" or "zeros" also accepted.
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     eval_blocks: Positive = 1000  # held-out validation blocks (of context_size tokens) for diagnostics
+    # How SAEs are seeded. "independent": each model's SAE from its own seed, derived from `seed` and the model's
+    # name; "shared": the released protocol, every SAE from `seed` (with equal shapes: identical initial weights,
+    # which by itself makes features match by index). Notebook 05 trains both and reports both; this picks the
+    # SAEs that every other notebook uses.
+    init: Literal["independent", "shared"] = "independent"
 
     @field_validator("l1_coefficient")
     @classmethod
@@ -187,9 +192,22 @@ class MatchingConfig(_Section):
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
     n_blocks: Positive = 1000  # BabyPython validation blocks of context_size tokens, as in the released code
     context_size: Positive = 24
-    # Token mode: fewest token strings on which both features fire for r to be defined (the released code's
-    # pearsonr needs 2; with 2 any non-constant pair has |r| = 1).
-    min_token_support: Annotated[int, Field(ge=2)] = 2
+    # Support guards, chosen from the permutation null (the child's positions shuffled, so every match is false):
+    # the smallest guard of the grid (matching.pairs.GUARD_GRID) that keeps the false-match rate at r >= 0.8 at
+    # or under 1% of live child features in every pair of the cpu run. Notebook 05 recomputes the recommended
+    # guard on every run; raise these where it says so (e.g. at another scale).
+    # Token mode: fewest token strings on which both features fired. The released code's pearsonr needs 2, and
+    # with 2 (or 3, 5, 8) the null matched 86-100% of features on the cpu run; 34 kept it at or under 0.1%.
+    min_token_support: Annotated[int, Field(ge=2)] = 34
+    # Position mode: fewest positions where both features fire (0: no guard; two features that each fire once,
+    # at the same position, have r = 1). The cpu run's null matched no feature at any guard, so none is set.
+    min_coactive: NonNegative = 0
+    # The text a pair is matched on: "pair" (both models' data_domains, evenly by tokens) or "babypython" (the
+    # released code's sample, BabyLM + Python validation text, for every pair).
+    sample: Literal["pair", "babypython"] = "pair"
+    # Decoder-direction cosine with a one-to-one assignment and the one-to-one variants of the correlation modes,
+    # beside the many-to-many correlation matches (notebook 05's table of methods).
+    compare_methods: bool = True
     modes: list[Mode] = Field(default_factory=lambda: ["token", "position"])
     # None: every parent -> child edge of the registry (REGISTRY.edges(); see matching.pairs.matching_pairs), so a
     # new model is matched to its parents without touching the profiles; otherwise a list of [parent, child] names.

@@ -8,16 +8,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from tqdm.auto import tqdm
 
 from ..core.artifacts import cached_step, manifest
 from ..core.config import Config
 from ..core.registry import REGISTRY
-from ..data import DATA_CODE, MATCHING_DOMAINS, corpora_fingerprints, get_tokenizer, matching_blocks, tokenizer_hash
-from ..saes import encode_with, model_and_sae, sae_dir
+from ..data import (
+    DATA_CODE, MATCHING_DOMAINS, corpora_fingerprints, get_tokenizer, matching_blocks, mixture_blocks, tokenizer_hash,
+)
+from ..saes import encode_with, load_sae, model_and_sae, sae_dir
 from ..saes.encode import ENCODE_CODE
-from .classify import MatchResult, classify
+from .classify import ASSIGNMENTS, MatchResult, classify
 from .correlate import MODES, CorrelationAccumulator
+from .methods import choose_min_support, decoder_cosine, permute_positions
+
+METHODS = ("position", "token", "decoder")  # notebook 05's table of methods; the first two are correlation MODES
+# Guards the permutation null is swept over: token mode needs far larger ones (with 2 or 3 shared token strings,
+# chance pairs reach r >= 0.8 easily).
+GUARD_GRID = {"position": (0, 1, 2, 3, 5, 8, 13, 21), "token": (2, 3, 5, 8, 13, 21, 34, 55, 89, 144)}
+# "Dead" in a match means never active on that pair's sample, which is not dead in general: tables say so.
+INACTIVE_COLUMNS = {"dead_parent": "parent_inactive_on_sample", "dead_child": "child_inactive_on_sample"}
 
 
 def matching_pairs(cfg: Config) -> list[tuple[str, str]]:
@@ -36,28 +47,66 @@ def _check_pair(parent: str, child: str, mode: str) -> None:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def _sample_inputs(cfg: Config, name: str) -> dict[str, Any]:
+SAMPLE_DOMAINS = {"babypython": MATCHING_DOMAINS}  # cfg.matching.sample -> fixed domains ("pair": per pair)
+
+
+def sample_domains(cfg: Config, parent: str, child: str, sample: str | None = None) -> tuple[str, ...]:
+    """The domains a pair is matched on: ``cfg.matching.sample`` ("pair": both models' data, canonical order)."""
+    sample = cfg.matching.sample if sample is None else sample
+    if sample == "pair":
+        return REGISTRY.pair_domains(parent, child)
+    if sample not in SAMPLE_DOMAINS:
+        raise ValueError(f"sample must be 'pair' or one of {sorted(SAMPLE_DOMAINS)}, got {sample!r}")
+    return SAMPLE_DOMAINS[sample]
+
+
+def sample_blocks(cfg: Config, domains: tuple[str, ...]) -> torch.Tensor:
+    """``cfg.matching.n_blocks`` validation blocks of ``cfg.matching.context_size`` tokens, evenly by tokens over
+    ``domains`` (the released code's sample when ``domains`` is BabyLM + Python)."""
+    if tuple(domains) == MATCHING_DOMAINS:
+        return matching_blocks(cfg)  # the same blocks as before pair samples existed
+    m = cfg.matching
+    spare = len(domains)  # one spare block per domain, so flooring per domain still leaves n_blocks blocks
+    blocks = mixture_blocks(cfg, tuple(domains), "validation", (m.n_blocks + spare) * m.context_size, m.context_size)
+    if len(blocks) < m.n_blocks:
+        raise ValueError(
+            f"only {len(blocks)} validation blocks of {m.context_size} tokens are available on {'+'.join(domains)}, "
+            f"matching.n_blocks asks for {m.n_blocks}: lower matching.n_blocks"
+        )
+    return blocks[: m.n_blocks]
+
+
+def _sample_inputs(cfg: Config, name: str, domains: tuple[str, ...], seeding: str | None) -> dict[str, Any]:
     m = cfg.matching
     return {
-        "sae": sae_dir(cfg, name).name,
+        "sae": sae_dir(cfg, name, seeding).name,
         "tokenizer": tokenizer_hash(cfg),
-        "corpora": corpora_fingerprints(cfg, MATCHING_DOMAINS, "validation"),
+        "domains": list(domains),
+        "corpora": corpora_fingerprints(cfg, domains, "validation"),
         "n_blocks": m.n_blocks,
         "context_size": m.context_size,
         "seed": cfg.seed,
     }
 
 
-def activation_sample_dir(cfg: Config, name: str, batch_blocks: int = 64) -> Path:
-    """Cached folder with one model's SAE activations on the shared sample, stored sparse (CSR).
+def _seeding_tag(cfg: Config, seeding: str | None) -> str:
+    return "" if (cfg.sae.init if seeding is None else seeding) == "independent" else "-shared"
 
-    Encodes the sample chunk by chunk at the SAE's own hook (``saes.encode_with``) and keeps only the nonzero
-    activations.
+
+def activation_sample_dir(
+    cfg: Config, name: str, domains: tuple[str, ...] | None = None, seeding: str | None = None, batch_blocks: int = 64
+) -> Path:
+    """Cached folder with one SAE's activations on a matching sample, stored sparse (CSR).
+
+    ``domains``: the sample's text (default: the released BabyPython sample); ``seeding``: which of the model's
+    SAEs (``saes.sae_seed``). Encodes the sample chunk by chunk at the SAE's own hook (``saes.encode_with``) and
+    keeps only the nonzero activations.
     """
+    domains = MATCHING_DOMAINS if domains is None else tuple(domains)
 
     def build(out: Path) -> dict:
-        blocks = matching_blocks(cfg)
-        model, sae = model_and_sae(cfg, name)
+        blocks = sample_blocks(cfg, domains)
+        model, sae = model_and_sae(cfg, name, seeding)
         pieces = []
         for start in tqdm(range(0, len(blocks), batch_blocks), desc=f"SAE activations ({name})", leave=False):
             feats = encode_with(model, sae, blocks[start : start + batch_blocks], batch_blocks)
@@ -70,26 +119,30 @@ def activation_sample_dir(cfg: Config, name: str, batch_blocks: int = 64) -> Pat
             "d_sae": acts.shape[1],
             "nnz": int(acts.nnz),
             "mean_l0": acts.nnz / max(acts.shape[0], 1),
-            "dead_features": int((np.bincount(acts.indices, minlength=acts.shape[1]) == 0).sum()),
+            "inactive_features": int((np.bincount(acts.indices, minlength=acts.shape[1]) == 0).sum()),
         }
 
     code = [*DATA_CODE, *ENCODE_CODE]
-    return cached_step(cfg.profile, f"matching-acts-{name}", _sample_inputs(cfg, name), build, code=code)
+    step = f"matching-acts-{name}{_seeding_tag(cfg, seeding)}"
+    return cached_step(cfg.profile, step, _sample_inputs(cfg, name, domains, seeding), build, code=code)
 
 
-def load_activation_sample(cfg: Config, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
-    """One model's SAE activations on the shared sample ``[n_positions, d_sae]`` (CSR) and the token ids."""
-    path = activation_sample_dir(cfg, name)
+def load_activation_sample(
+    cfg: Config, name: str, domains: tuple[str, ...] | None = None, seeding: str | None = None
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """One SAE's activations on a matching sample ``[n_positions, d_sae]`` (CSR) and the token ids."""
+    path = activation_sample_dir(cfg, name, domains, seeding)
     return sp.load_npz(path / "acts.npz").tocsr(), np.load(path / "tokens.npy")
 
 
 def correlate_samples(
     parent_acts: sp.csr_matrix, child_acts: sp.csr_matrix, tokens: np.ndarray, mode: str, vocab_size: int,
-    min_support: int = 2, chunk_positions: int = 65536, desc: str = "correlating",
+    min_support: int = 2, chunk_positions: int = 65536, desc: str = "correlating", track_support: bool = False,
 ) -> tuple[np.ndarray, CorrelationAccumulator]:
     """Stream two stored samples through a ``CorrelationAccumulator``; returns (corr ``[F, G]``, accumulator)."""
     acc = CorrelationAccumulator(
-        parent_acts.shape[1], child_acts.shape[1], mode, vocab_size=vocab_size, min_support=min_support
+        parent_acts.shape[1], child_acts.shape[1], mode, vocab_size=vocab_size, min_support=min_support,
+        track_support=track_support,
     )
     n = parent_acts.shape[0]
     for start in tqdm(range(0, n, chunk_positions), desc=desc, leave=False):
@@ -102,48 +155,102 @@ def _vocab_size(cfg: Config, tokens: np.ndarray) -> int:
     return max(len(get_tokenizer(cfg)), int(tokens.max()) + 1)
 
 
+def min_support(cfg: Config, method: str) -> int:
+    """The support guard of a method: co-active positions (position), shared token strings (token), none (decoder)."""
+    return {"position": cfg.matching.min_coactive, "token": cfg.matching.min_token_support}.get(method, 0)
+
+
+_ARRAYS = ("best_child_for_parent", "best_corr_for_parent", "best_parent_for_child", "best_corr_for_child",
+           "dead_parent", "dead_child")
+
+
+def match_saes(
+    cfg: Config, parent: str, child: str, method: str, domains: tuple[str, ...],
+    parent_seeding: str | None = None, child_seeding: str | None = None, permute: bool = False,
+    threshold: float | None = None,
+) -> dict[str, MatchResult]:
+    """Match two SAEs (any two registry models, or one model's two seedings) on one sample (cached).
+
+    ``method``: ``position`` or ``token`` (Pearson r of activations) or ``decoder`` (cosine of decoder
+    directions: data-free, but features inactive on the sample are left out as in the other methods).
+    ``permute``: the child's positions are shuffled first (the permutation null). Returns ``{"many": ...,
+    "one": ...}``: every pair >= threshold (one-to-many kept) and the one-to-one assignment's pairs >= threshold.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if permute and method == "decoder":
+        raise ValueError("the permutation null shuffles positions; the decoder method reads no positions")
+    threshold = cfg.matching.threshold if threshold is None else float(threshold)
+    domains = tuple(domains)
+    parent_dir = activation_sample_dir(cfg, parent, domains, parent_seeding)
+    child_dir = activation_sample_dir(cfg, child, domains, child_seeding)
+    guard = min_support(cfg, method)
+    inputs = {"parent": parent_dir.name, "child": child_dir.name, "method": method, "threshold": threshold,
+              "min_support": guard, "permute": permute, "seed": cfg.seed}
+
+    def build(out: Path) -> dict:
+        x, tokens = load_activation_sample(cfg, parent, domains, parent_seeding)
+        y, _ = load_activation_sample(cfg, child, domains, child_seeding)
+        if permute:
+            y = permute_positions(y, cfg.seed)
+        n_positions = x.shape[0]
+        dead_p = np.bincount(x.indices, minlength=x.shape[1]) == 0
+        dead_c = np.bincount(y.indices, minlength=y.shape[1]) == 0
+        meta: dict[str, Any] = {"n_positions": n_positions}
+        if method == "decoder":
+            score = decoder_cosine(_decoder(cfg, parent, parent_seeding), _decoder(cfg, child, child_seeding))
+        else:
+            score, acc = correlate_samples(
+                x, y, tokens, method, _vocab_size(cfg, tokens), guard, desc=f"{parent} -> {child} ({method})",
+                track_support=permute,
+            )
+            if permute:  # the false-match rate each guard would give on this null
+                unguarded = acc.finalize(min_support=_lowest_guard(method))
+                chosen, table = choose_min_support(unguarded, acc.support(), dead_p, dead_c, threshold,
+                                                   grid=GUARD_GRID[method])
+                table.to_csv(out / "guard.csv", index=False)
+                meta["recommended_min_support"] = chosen
+                del unguarded
+        for assignment in ASSIGNMENTS:
+            result = classify(score, dead_p, dead_c, threshold, parent, child, method, n_positions,
+                              assignment=assignment)
+            np.savez(out / f"{assignment}.npz", **{k: getattr(result, k) for k in _ARRAYS})
+            result.pairs.to_csv(out / f"{assignment}_pairs.csv", index=False)
+            meta[assignment] = result.counts()
+        return meta
+
+    code = ["paper_lib.matching.correlate", "paper_lib.matching.classify", "paper_lib.matching.kernels",
+            "paper_lib.matching.methods"]
+    tag = f"{_seeding_tag(cfg, parent_seeding)}{_seeding_tag(cfg, child_seeding)}{'-permuted' if permute else ''}"
+    path = cached_step(cfg.profile, f"matching-{parent}-{child}-{method}{tag}", inputs, build, code=code)
+    return {a: _load_result(path, a, parent, child, method, threshold) for a in ASSIGNMENTS}
+
+
+def _lowest_guard(method: str) -> int:
+    return 2 if method == "token" else 0
+
+
+def _decoder(cfg: Config, name: str, seeding: str | None) -> np.ndarray:
+    return load_sae(cfg, name, seeding).W_dec.detach().cpu().double().numpy()
+
+
+def _load_result(path: Path, assignment: str, parent: str, child: str, method: str, threshold: float) -> MatchResult:
+    arrays = np.load(path / f"{assignment}.npz")
+    pairs = pd.read_csv(path / f"{assignment}_pairs.csv", dtype={"parent_feature": np.int64, "child_feature": np.int64})
+    return MatchResult(
+        parent=parent, child=child, mode=method, threshold=threshold, pairs=pairs,
+        n_positions=manifest(path)["meta"]["n_positions"], assignment=assignment, extra={"folder": path.name},
+        **{k: arrays[k] for k in arrays.files},
+    )
+
+
 def match_pair(
     cfg: Config, parent: str, child: str, mode: str = "token", threshold: float | None = None
 ) -> MatchResult:
-    """Match one parent's SAE features to one child's (cached). Any two different models may be paired."""
+    """Match a parent's SAE features to a child's (cached): the SAEs ``cfg.sae.init`` picks, on the pair's sample
+    (``cfg.matching.sample``), many-to-many. Any two different models may be paired."""
     _check_pair(parent, child, mode)
-    threshold = cfg.matching.threshold if threshold is None else float(threshold)
-    parent_dir, child_dir = activation_sample_dir(cfg, parent), activation_sample_dir(cfg, child)
-    inputs = {
-        "parent": parent_dir.name,
-        "child": child_dir.name,
-        "mode": mode,
-        "threshold": threshold,
-        "min_token_support": cfg.matching.min_token_support,
-    }
-
-    def build(out: Path) -> dict:
-        x, tokens = load_activation_sample(cfg, parent)
-        y, _ = load_activation_sample(cfg, child)
-        corr, acc = correlate_samples(
-            x, y, tokens, mode, _vocab_size(cfg, tokens), cfg.matching.min_token_support,
-            desc=f"{parent} -> {child} ({mode})",
-        )
-        result = classify(corr, acc.dead_parent, acc.dead_child, threshold, parent, child, mode, acc.n_positions)
-        del corr
-        np.savez(
-            out / "match.npz",
-            **{k: getattr(result, k) for k in (
-                "best_child_for_parent", "best_corr_for_parent", "best_parent_for_child",
-                "best_corr_for_child", "dead_parent", "dead_child")},
-        )
-        result.pairs.to_csv(out / "pairs.csv", index=False)
-        return {"n_positions": acc.n_positions, **result.counts()}
-
-    code = ["paper_lib.matching.correlate", "paper_lib.matching.classify", "paper_lib.matching.kernels"]
-    path = cached_step(cfg.profile, f"matching-{parent}-{child}-{mode}", inputs, build, code=code)
-    arrays = np.load(path / "match.npz")
-    pairs = pd.read_csv(path / "pairs.csv", dtype={"parent_feature": np.int64, "child_feature": np.int64})
-    return MatchResult(
-        parent=parent, child=child, mode=mode, threshold=threshold, pairs=pairs,
-        n_positions=manifest(path)["meta"]["n_positions"], extra={"folder": path.name},
-        **{k: arrays[k] for k in arrays.files},
-    )
+    return match_saes(cfg, parent, child, mode, sample_domains(cfg, parent, child), threshold=threshold)["many"]
 
 
 def match_all(cfg: Config, mode: str = "token", threshold: float | None = None) -> pd.DataFrame:
@@ -157,9 +264,10 @@ def match_all(cfg: Config, mode: str = "token", threshold: float | None = None) 
     for row in rows:
         same_parent = [r for r in results if r.parent == row["parent"]]
         into_any = set().union(*(r.persisting_parent.tolist() for r in same_parent))
-        live = int((~same_parent[0].dead_parent).sum())
+        # Pairs are matched on their own samples: a parent feature counts as live if active on any of them.
+        live = len(set().union(*(np.flatnonzero(~r.dead_parent).tolist() for r in same_parent)))
         row["parent_persisting_any_share"] = len(into_any) / live if live else float("nan")
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).rename(columns=INACTIVE_COLUMNS)
 
 
 def best_match_table(cfg: Config, mode: str = "token") -> pd.DataFrame:

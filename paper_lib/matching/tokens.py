@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from ..core.config import Config
 from ..data import token_strings
-from .pairs import _vocab_size, load_activation_sample, match_pair, matching_pairs
+from .pairs import _vocab_size, load_activation_sample, match_pair, matching_pairs, sample_domains
 
 
 _FORMATTING_MARKS = {"Ġ", "Ċ", "ĉ", "▁"}  # byte-level BPE / sentencepiece renderings of space, newline, tab
@@ -32,9 +32,10 @@ def categorise_token(token_string: str) -> str:
     return "punctuation/whitespace/formatting"
 
 
-def _token_mean_matrix(cfg: Config, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Per token id mean activations ``[vocab, d_sae]`` on the shared sample, and token counts."""
-    acts, tokens = load_activation_sample(cfg, name)
+def _token_mean_matrix(cfg: Config, name: str, domains: tuple[str, ...] | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Per token id mean activations ``[vocab, d_sae]`` over every occurrence of the token on a matching sample
+    (a ranking of what a feature responds to, not the matching statistic), and token counts."""
+    acts, tokens = load_activation_sample(cfg, name, domains)
     vocab = _vocab_size(cfg, tokens)
     counts = np.bincount(tokens, minlength=vocab)
     onehot = sp.csr_matrix((np.ones(len(tokens)), (tokens, np.arange(len(tokens)))), shape=(vocab, len(tokens)))
@@ -42,9 +43,10 @@ def _token_mean_matrix(cfg: Config, name: str) -> tuple[sp.csr_matrix, np.ndarra
     return (sp.diags(1.0 / np.maximum(counts, 1)) @ sums).tocsr(), counts
 
 
-def top_tokens(cfg: Config, name: str, feature: int, k: int = 10) -> pd.DataFrame:
-    """The k token strings with the highest mean activation of one feature on the shared sample."""
-    means, counts = _token_mean_matrix(cfg, name)
+def top_tokens(cfg: Config, name: str, feature: int, k: int = 10, domains: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The k token strings with the highest mean activation of one feature on a matching sample (``domains``;
+    default the released BabyPython sample)."""
+    means, counts = _token_mean_matrix(cfg, name, domains)
     if not 0 <= feature < means.shape[1]:
         raise ValueError(f"feature {feature} out of range: the {name} SAE has {means.shape[1]} features")
     column = means[:, feature].toarray().ravel()
@@ -62,9 +64,9 @@ def top_tokens(cfg: Config, name: str, feature: int, k: int = 10) -> pd.DataFram
     )
 
 
-def top_token_categories(cfg: Config, name: str) -> pd.DataFrame:
-    """Each feature's top token string (highest mean activation) and its category, for one model."""
-    means, _ = _token_mean_matrix(cfg, name)
+def top_token_categories(cfg: Config, name: str, domains: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Each feature's top token string (highest mean activation on a matching sample) and its category."""
+    means, _ = _token_mean_matrix(cfg, name, domains)
     csc = means.tocsc()
     top = np.full(means.shape[1], -1, np.int64)
     lengths = np.diff(csc.indptr)
@@ -89,7 +91,7 @@ def persisting_token_table(cfg: Config, mode: str = "token") -> pd.DataFrame:
     rows = []
     for parent, child in matching_pairs(cfg):
         result = match_pair(cfg, parent, child, mode)
-        categories = top_token_categories(cfg, child).set_index("feature")["category"]
+        categories = top_token_categories(cfg, child, sample_domains(cfg, parent, child)).set_index("feature")["category"]
         for group, features in (("persisting", result.persisting), ("emerging", result.emerging)):
             cats = categories.iloc[features]
             rows.append(
@@ -112,7 +114,7 @@ def persisting_examples(cfg: Config, mode: str = "token", n_features: int = 3, k
         persisting = result.persisting
         order = np.argsort(-result.best_corr_for_child[persisting], kind="stable")[:n_features]
         for feature in persisting[order]:
-            tokens = top_tokens(cfg, child, int(feature), k)
+            tokens = top_tokens(cfg, child, int(feature), k, sample_domains(cfg, parent, child))
             rows.append(
                 {
                     "pair": f"{parent} -> {child}",

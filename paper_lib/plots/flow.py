@@ -8,13 +8,18 @@ import pandas as pd
 from ..core.registry import REGISTRY
 
 
-def plot_feature_flow(summary: pd.DataFrame, ax=None, labels: dict[str, str] | None = None, layout=None):
+def plot_feature_flow(
+    summary: pd.DataFrame, ax=None, labels: dict[str, str] | None = None, layout=None,
+    ceilings: dict[tuple[str, str], float] | None = None,
+):
     """Sankey-style flow of persisting features (Figure 2) from a ``match_all`` summary, matplotlib only.
 
     Each model is a bar; each parent -> child band is as thick as the number of matched (persisting) child
     features; bars are annotated with each model's live feature count and the share of its live features
     that persist into at least one child (``parent_persisting_any_share``). ``layout`` (``{model: (x, y)}``)
     defaults to ``REGISTRY.flow_layout`` of the models in the summary; ``labels`` to the registry's labels.
+    ``ceilings`` (``{(parent, child): share}``): each band's share is annotated beside its seed ceiling. A model
+    matched on several samples (one per pair) is drawn with the most features live on any of them.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -22,10 +27,12 @@ def plot_feature_flow(summary: pd.DataFrame, ax=None, labels: dict[str, str] | N
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 5))
     labels = labels or REGISTRY.labels
-    live = {}
+    summary = summary.rename(columns={"parent_inactive_on_sample": "dead_parent", "child_inactive_on_sample": "dead_child"})
+    live: dict[str, int] = {}
     for _, row in summary.iterrows():
-        live[row["parent"]] = row["n_parent"] - row["dead_parent"]
-        live[row["child"]] = row["n_child"] - row["dead_child"]
+        for side in ("parent", "child"):
+            count = row[f"n_{side}"] - row[f"dead_{side}"]
+            live[row[side]] = max(live.get(row[side], 0), count)
     layout = layout or REGISTRY.flow_layout([n for n in REGISTRY.names if n in live])
     scale = 0.30 / max(live.values())  # a bar's height is its live feature count
     bar_w = 0.06
@@ -46,8 +53,10 @@ def plot_feature_flow(summary: pd.DataFrame, ax=None, labels: dict[str, str] | N
         s = (1 - np.cos(np.pi * (xs - xs[0]) / (xs[-1] - xs[0]))) / 2  # smooth S-shaped band
         top = y0_top + (y1_top - y0_top) * s
         ax.fill_between(xs, top - thick, top, color=colours(k), alpha=0.5, lw=0)
-        ax.text(xs[50], top[50] + 0.015, f"{int(row['persisting'])} ({row['persisting_share']:.1%} of child)",
-                ha="center", va="bottom", fontsize=8, color=colours(k))
+        note = f"{int(row['persisting'])} ({row['persisting_share']:.1%} of child"
+        ceiling = (ceilings or {}).get((p, c))
+        note += f"; ceiling {ceiling:.1%})" if ceiling is not None and np.isfinite(ceiling) else ")"
+        ax.text(xs[50], top[50] + 0.015, note, ha="center", va="bottom", fontsize=8, color=colours(k))
     parent_share = summary.groupby("parent")["parent_persisting_any_share"].first()
     for name, (x, y) in layout.items():
         if name not in live:

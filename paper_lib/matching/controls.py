@@ -1,0 +1,202 @@
+"""The controls a persistence share is read against: the seed ceiling, the null floors, shared vs independent SAE
+seeds, the released sample, and the matching methods side by side (notebook 05)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.artifacts import manifest, read_json, record_benchmark, run_dir
+from ..core.config import Config
+from ..core.registry import NULL_MODEL
+from ..data import MATCHING_DOMAINS
+from .methods import threshold_curve
+from .pairs import ASSIGNMENTS, METHODS, match_saes, matching_pairs, min_support, sample_domains
+
+# The steps notebook 01 builds on a cold run: the tokenizer, BabyPython's token data, the model and its evaluation.
+NOTEBOOK_01_STEPS = ("tokenizer", "tokens-babylm-train", "tokens-python-train", "tokens-babylm-validation",
+                     "tokens-python-validation", "model-babypython", "eval-babypython")
+CURVE_THRESHOLDS = np.round(np.arange(0.05, 1.0001, 0.05), 2)
+
+
+def _other(seeding: str) -> str:
+    return "shared" if seeding == "independent" else "independent"
+
+
+def _share(result) -> float:
+    return result.counts()["persisting_share"]
+
+
+def _methods(cfg: Config) -> tuple[str, ...]:
+    return METHODS if cfg.matching.compare_methods else tuple(m for m in METHODS if m in cfg.matching.modes)
+
+
+def pair_matches(cfg: Config, parent: str, child: str, method: str) -> dict[str, dict[str, Any]]:
+    """Every match behind one pair's controls, by kind, each ``{"many": MatchResult, "one": MatchResult}``.
+
+    ``real``: the SAEs of ``cfg.sae.init`` on the pair's sample; ``independent`` / ``shared``: both SAEs of that
+    seeding; ``ceiling``: the child's other-seed SAE against its own; ``null_model``: the untrained model's SAE
+    against the child's; ``permuted``: the real pair with the child's positions shuffled (correlation methods);
+    ``released_sample``: the real pair on the released BabyPython sample.
+    """
+    main = cfg.sae.init
+    domains = sample_domains(cfg, parent, child)
+    kinds = {
+        "real": match_saes(cfg, parent, child, method, domains),
+        _other(main): match_saes(cfg, parent, child, method, domains, _other(main), _other(main)),
+        "ceiling": match_saes(cfg, child, child, method, domains, _other(main), main),
+        "null_model": match_saes(cfg, NULL_MODEL, child, method, domains, "independent", main),
+        "released_sample": match_saes(cfg, parent, child, method, MATCHING_DOMAINS),
+    }
+    kinds[main] = kinds["real"]
+    if method != "decoder":
+        kinds["permuted"] = match_saes(cfg, parent, child, method, domains, permute=True)
+    return kinds
+
+
+def controls_table(cfg: Config) -> pd.DataFrame:
+    """One row per pair, method and assignment: the persistence share beside its ceiling and floors.
+
+    ``persisting_share``: share of the child's features active on the pair's sample that some parent feature
+    matches (SAEs seeded by ``cfg.sae.init``); ``fraction_of_ceiling``: that over ``ceiling_share`` (the same
+    statistic between two seeds of the child); ``floor_null_model_share`` / ``floor_permuted_share``: the same
+    statistic against the untrained model's SAE / with the child's positions shuffled (the false-match rate).
+    """
+    rows = []
+    for parent, child in matching_pairs(cfg):
+        for method in _methods(cfg):
+            kinds = pair_matches(cfg, parent, child, method)
+            for assignment in ASSIGNMENTS:
+                share = {kind: _share(found[assignment]) for kind, found in kinds.items()}
+                real = kinds["real"][assignment].counts()
+                ceiling = share["ceiling"]
+                rows.append({
+                    "parent": parent, "child": child, "method": method, "assignment": assignment,
+                    "sample": "+".join(sample_domains(cfg, parent, child)),
+                    "threshold": cfg.matching.threshold, "min_support": min_support(cfg, method),
+                    "seeding": cfg.sae.init,
+                    "child_live_on_sample": real["n_child"] - real["dead_child"],
+                    "persisting_share": share["real"],
+                    "independent_init_persisting_share": share["independent"],
+                    "shared_init_persisting_share": share["shared"],
+                    "ceiling_share": ceiling,
+                    "fraction_of_ceiling": share["real"] / ceiling if ceiling else None,
+                    "floor_null_model_share": share["null_model"],
+                    "floor_permuted_share": share.get("permuted"),
+                    "released_sample_persisting_share": share["released_sample"],
+                    "same_index_matches": _same_index(kinds["real"][assignment]),
+                    "shared_init_same_index_matches": _same_index(kinds["shared"][assignment]),
+                })
+    return pd.DataFrame(rows)
+
+
+def _same_index(result) -> int:
+    """Persisting child features whose best parent has the same feature id (a trace of a shared initialisation)."""
+    persisting = result.persisting
+    return int((result.best_parent_for_child[persisting] == persisting).sum())
+
+
+def threshold_curves(cfg: Config, thresholds=CURVE_THRESHOLDS) -> pd.DataFrame:
+    """Persistence against the threshold for every pair, method and kind (real, ceiling, floors), long format.
+
+    Correlation methods are read many-to-many, the decoder method one-to-one (its usual form: SAE Match).
+    """
+    frames = []
+    for parent, child in matching_pairs(cfg):
+        for method in _methods(cfg):
+            assignment = "one" if method == "decoder" else "many"
+            for kind, found in pair_matches(cfg, parent, child, method).items():
+                if kind in ("independent", "shared") and kind == cfg.sae.init:
+                    continue  # the same match as "real"
+                result = found[assignment]
+                curve = threshold_curve(result.best_corr_for_child, ~result.dead_child, thresholds)
+                frames.append(curve.assign(pair=f"{parent} -> {child}", method=method, assignment=assignment,
+                                           kind=kind))
+    return pd.concat(frames, ignore_index=True)
+
+
+def null_table(cfg: Config) -> pd.DataFrame:
+    """Per pair and correlation method: the false-match rate of the permutation null at the threshold with the
+    configured guard, and the smallest guard whose rate is at most 1% (measured on that null)."""
+    rows = []
+    for parent, child in matching_pairs(cfg):
+        for method in ("position", "token"):
+            found = match_saes(cfg, parent, child, method, sample_domains(cfg, parent, child), permute=True)
+            meta = manifest(run_dir(cfg.profile) / found["many"].extra["folder"])["meta"]
+            rows.append({
+                "parent": parent, "child": child, "method": method, "threshold": cfg.matching.threshold,
+                "min_support": min_support(cfg, method),
+                "false_match_rate": _share(found["many"]),
+                "false_match_rate_one_to_one": _share(found["one"]),
+                "recommended_min_support": meta.get("recommended_min_support"),
+            })
+    return pd.DataFrame(rows)
+
+
+def guard_table(cfg: Config) -> pd.DataFrame:
+    """The permutation null's false-match rate for every guard of the grid, per pair and correlation method."""
+    frames = []
+    for parent, child in matching_pairs(cfg):
+        for method in ("position", "token"):
+            found = match_saes(cfg, parent, child, method, sample_domains(cfg, parent, child), permute=True)
+            table = pd.read_csv(run_dir(cfg.profile) / found["many"].extra["folder"] / "guard.csv")
+            frames.append(table.assign(pair=f"{parent} -> {child}", method=method))
+    return pd.concat(frames, ignore_index=True)
+
+
+def method_disagreements(cfg: Config, parent: str, child: str, n: int = 3) -> pd.DataFrame:
+    """Child features that persist by one method and not by another (up to ``n`` per ordered method pair), with
+    each method's best score, for the pair's SAEs on its sample."""
+    domains = sample_domains(cfg, parent, child)
+    results = {}
+    for method in _methods(cfg):
+        assignment = "one" if method == "decoder" else "many"
+        results[method] = match_saes(cfg, parent, child, method, domains)[assignment]
+    rows = []
+    for a, ra in results.items():
+        for b, rb in results.items():
+            if a == b:
+                continue
+            only = np.setdiff1d(ra.persisting, rb.persisting)
+            order = np.argsort(-ra.best_corr_for_child[only], kind="stable")[:n]
+            for feature in only[order]:
+                rows.append({"pair": f"{parent} -> {child}", "persists_by": a, "not_by": b,
+                             "child_feature": int(feature),
+                             **{f"{m}_best": float(r.best_corr_for_child[feature]) for m, r in results.items()},
+                             **{f"{m}_parent": int(r.best_parent_for_child[feature]) for m, r in results.items()}})
+    return pd.DataFrame(rows)
+
+
+def controls_cost(cfg: Config) -> dict[str, Any]:
+    """Seconds spent on the controls (the other-seed SAEs, the null model and its SAE, every match and activation
+    sample of ``pair_matches``) beside those of notebook 01's work (tokenizer, base model, its evaluation), from
+    the step manifests (the time each step took when it was built), written to the benchmark file. Several
+    folders of one step (older code versions) would all count: compare on a run folder made by one run."""
+    from ..models import model_dir
+    from ..saes import sae_dir
+
+    root, other = run_dir(cfg.profile), _other(cfg.sae.init)
+    folders = {sae_dir(cfg, n, other).name for n in {c for p in matching_pairs(cfg) for c in p}}
+    folders |= {model_dir(cfg, NULL_MODEL).name, sae_dir(cfg, NULL_MODEL, "independent").name}
+    for parent, child in matching_pairs(cfg):
+        for method in _methods(cfg):
+            for found in pair_matches(cfg, parent, child, method).values():
+                inputs = manifest(root / found["many"].extra["folder"])["inputs"]
+                folders |= {found["many"].extra["folder"], inputs["parent"], inputs["child"]}
+    controls = sum(manifest(root / f)["seconds"] for f in folders)
+    base = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()
+            and p.name.rsplit("-", 1)[0] in NOTEBOOK_01_STEPS]
+    base_seconds = sum(manifest(p)["seconds"] for p in base)
+    bench = root / "benchmarks.json"
+    notebook = (read_json(bench).get("notebook_01_training", {}) if bench.exists() else {}).get("wall_seconds")
+    values = {
+        "controls_seconds": round(controls, 1),
+        "controls_steps": len(folders),
+        "notebook_01_steps_seconds": round(base_seconds, 1),
+        "notebook_01_wall_seconds": notebook,
+        "ratio_to_notebook_01_steps": round(controls / base_seconds, 3) if base_seconds else None,
+    }
+    record_benchmark(cfg.profile, "matching_controls", values)
+    return values
