@@ -30,6 +30,7 @@ from .core.artifacts import (
 )
 from .core.config import ConfigError, load_config
 from .data import DataError, check_corpora
+from .report import ReportError, write_results
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL_NAME = "feature-tracking"
@@ -88,6 +89,17 @@ def _publish(staging: Path, profile: str) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted((staging / name).glob("*")) if (staging / name).is_dir() else []:
             shutil.move(path, target / path.name)  # staging and figures/ may be on different filesystems
+
+
+def write_results_report(profile: str, output_dir: Path) -> None:
+    """Write RESULTS.md (the paper's claims beside ours) into each of the profile's figure folders, built from
+    that folder's JSON: staged like the figures, and moved into place only once every copy was built."""
+    from .plots.style import final_dirs
+
+    with tempfile.TemporaryDirectory(prefix=".results-", dir=output_dir) as staging:
+        for name, target in final_dirs(profile).items():
+            write_results(target, Path(staging) / name)
+        _publish(Path(staging), profile)
 
 
 def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = False) -> dict:
@@ -167,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         records.append(record)
         if not record["skipped"]:
             record_benchmark(cfg.profile, f"notebook_{notebook.stem}", {"wall_seconds": record["seconds"]})
+    try:  # only after every notebook succeeded: a failed one raised above and leaves RESULTS.md as it was
+        write_results_report(cfg.profile, output_dir)
+    except ReportError as err:
+        print(f"[paper] RESULTS.md: {err}", file=sys.stderr)
+        return 1
     elapsed = round(time.time() - total, 1)
     record_benchmark(cfg.profile, "make_paper", {"wall_seconds": elapsed, "notebooks": records})
     print(f"[paper] done in {elapsed} s; executed notebooks in {output_dir}", flush=True)

@@ -1,0 +1,260 @@
+"""Claims about features (Figure 2 with its controls, Figures 3, 4 and 6), from notebooks 05-07's saved results."""
+
+from __future__ import annotations
+
+from .claims import (
+    CANNOT_TELL,
+    ClaimSpec,
+    Verdict,
+    combine,
+    count,
+    direction_verdict,
+    few_verdict,
+    is_number,
+    listing,
+    mostly_verdict,
+    n_of,
+    percent,
+    persistence_verdict,
+    r_value,
+    statistic_differs,
+    telling_digits,
+    threshold_verdict,
+)
+from .inputs import Figures, NotRun, ReportError
+from .model_claims import label
+
+MATCHING = "05_feature_matching"
+CONTROL_FIELDS = (
+    "parent", "child", "method", "assignment", "persisting_share", "shared_init_persisting_share", "ceiling_share",
+    "fraction_of_ceiling", "floor_null_model_share", "floor_permuted_share", "threshold", "min_support",
+)
+METHODS = ("position", "token", "decoder")
+ASSIGNMENTS = {"many": "threshold matches", "one": "one-to-one assignment"}
+RELEASED = ("token", "many")  # the released code: mean activation per token string, every pair above threshold
+RELEASED_MIN_SUPPORT = 2  # the released code's pearsonr needs two shared token strings
+CASES = "06_case_studies"
+CASE_FIELDS = ("concept", "model", "feature", "corr", "route", "route_min_corr", "matched", "label_pearson",
+               "label_f1", "best_label_feature", "best_label_pearson")
+
+
+def pair_label(parent: str, child: str | None = None) -> str:
+    """``'BabyPython → Lua'`` from two model names, or from one ``'babypython -> lua'`` string."""
+    names = parent.split(" -> ") if child is None else [parent, child]
+    return " → ".join(label(name) for name in names)
+
+
+def _controls(figures: Figures) -> list[dict]:
+    return figures.records(MATCHING, "controls", fields=CONTROL_FIELDS)
+
+
+def _floor(row: dict):
+    """The higher of the two floors: the stricter null."""
+    floors = [row[f] for f in ("floor_null_model_share", "floor_permuted_share") if is_number(row[f])]
+    return max(floors) if floors else None
+
+
+def released_protocol(figures: Figures, spec: ClaimSpec):
+    rows = [r for r in _controls(figures) if (r["method"], r["assignment"]) == RELEASED]
+    if not rows:
+        raise NotRun(f"{MATCHING}.json 'controls' has no {RELEASED[0]}-mode threshold rows")
+    labels = [pair_label(r["parent"], r["child"]) for r in rows]
+    parts = []
+    for name, r in zip(labels, rows):
+        part = f"{name} {percent(r['shared_init_persisting_share'])}"
+        if is_number(r.get("shared_init_same_index_matches")):
+            part += f" ({count(r['shared_init_same_index_matches'])} matched at the parent's own index)"
+        independent = r.get("independent_init_persisting_share", r["persisting_share"])
+        parts.append(part + f"; with independent seeds {percent(independent)}")
+    verdict = combine([few_verdict(r["shared_init_persisting_share"]) for r in rows], labels)
+    support = rows[0]["min_support"]
+    context = (f"one SAE seed for every model, token mode at r ≥ {r_value(rows[0]['threshold'])} with at least "
+               f"{support} shared token strings"
+               + (f" (the released code: {RELEASED_MIN_SUPPORT})" if support != RELEASED_MIN_SUPPORT else ""))
+    if rows[0].get("sample"):
+        context += f", on each pair's sample ({', '.join(dict.fromkeys(str(r['sample']) for r in rows))})"
+    return spec.claim("; ".join(parts), verdict, context)
+
+
+def _ordered(values, known) -> list[str]:
+    """The ``values`` present, the ``known`` ones first in their order, then any others sorted."""
+    present = set(values)
+    return [v for v in known if v in present] + sorted(present - set(known))
+
+
+def against_controls(figures: Figures, spec: ClaimSpec):
+    rows = _controls(figures)
+    claims = []
+    for method in _ordered((r["method"] for r in rows), METHODS):
+        for assignment in _ordered((r["assignment"] for r in rows), ASSIGNMENTS):
+            group = [r for r in rows if r["method"] == method and r["assignment"] == assignment]
+            if not group:
+                continue
+            how = ASSIGNMENTS.get(assignment, f"{assignment} assignment")
+            labels = [pair_label(r["parent"], r["child"]) for r in group]
+            ours = "; ".join(
+                f"{name} {percent(r['persisting_share'])} (ceiling {percent(r['ceiling_share'])}, floors "
+                f"{percent(r['floor_null_model_share'])} untrained model, "
+                f"{percent(r['floor_permuted_share'])} permuted)" for name, r in zip(labels, group))
+            verdicts = [persistence_verdict(r["persisting_share"], r["ceiling_share"], _floor(r),
+                                            r["fraction_of_ceiling"]) for r in group]
+            seeding = f"SAEs seeded {group[0]['seeding']}" if group[0].get("seeding") else "independent SAE seeds"
+            context = (f"{seeding}, {method} matching with {how} at threshold "
+                       f"{r_value(group[0]['threshold'])}; ceiling: two SAE seeds of the child model; floor: the "
+                       "higher of the two nulls")
+            claims.append(spec.claim(ours, combine(verdicts, labels), context, id=f"{spec.id}-{method}-{assignment}",
+                                     statement=f"{spec.statement} ({method}, {how})"))
+    return claims
+
+
+def formatting_features(figures: Figures, spec: ClaimSpec):
+    rows = figures.records(MATCHING, "token_categories", fields=("pair", "group", "mode", "formatting_share",
+                                                                 "n_features"))
+    claims = []
+    for mode in [m for m in METHODS if any(r["mode"] == m for r in rows)]:
+        pairs = list(dict.fromkeys(r["pair"] for r in rows if r["mode"] == mode))
+        share = {(r["pair"], r["group"]): r for r in rows if r["mode"] == mode}
+        parts, verdicts = [], []
+        for pair in pairs:
+            kept, new = share.get((pair, "persisting")), share.get((pair, "emerging"))
+            if kept is None:
+                raise ReportError(f"{figures.where(MATCHING)}: 'token_categories' has no persisting row for {pair} "
+                                  f"({mode})")
+            part = f"{pair_label(pair)}: {percent(kept['formatting_share'])} of {count(kept['n_features'])} persisting"
+            if new:
+                part += f" vs {percent(new['formatting_share'])} of {count(new['n_features'])} emerging"
+            parts.append(part)
+            verdicts.append(mostly_verdict(kept["formatting_share"], new["formatting_share"] if new else None,
+                                           group="emerging features"))
+        context = ("a feature counts as formatting when its top token string is punctuation, whitespace or "
+                   "formatting (a rule, not a reading of the feature)")
+        claims.append(spec.claim("; ".join(parts), combine(verdicts, [pair_label(p) for p in pairs]), context,
+                                 id=f"{spec.id}-{mode}",
+                                 statement=f"{spec.statement} ({mode} matching)"))
+    return claims
+
+
+def _cases(figures: Figures, concept: str) -> tuple[dict, list[dict], float, str]:
+    rows = [r for r in figures.records(CASES, "summary", fields=CASE_FIELDS) if r["concept"] == concept]
+    if not rows:
+        raise NotRun(f"{CASES}.json has no {concept} rows")
+    base = next((r for r in rows if "->" not in r["route"]), None)
+    if base is None:
+        raise ReportError(f"{figures.where(CASES)}: no {concept} row for the model the feature was found in")
+    threshold, mode = figures.data(CASES, "threshold"), figures.data(CASES, "mode")
+    return base, [r for r in rows if r is not base], threshold, mode
+
+
+def _found(base: dict) -> str:
+    return (f"{label(base['model'])} #{base['feature']} (label r {r_value(base['label_pearson'])}, "
+            f"F1 {r_value(base['label_f1'])})")
+
+
+def _feature(row: dict) -> str:
+    """``'Lua #183'``, or ``'Lua: no match'`` where the route found none (-1)."""
+    found = is_number(row["feature"]) and row["feature"] >= 0
+    return f"{label(row['model'])} #{row['feature']}" if found else f"{label(row['model'])}: no match"
+
+
+def _match(row: dict, threshold: float) -> str:
+    hops = row["route"].count("->")
+    def shown(r) -> str:
+        return r_value(r, telling_digits(r, threshold))
+
+    via = f" via {listing([label(m) for m in row['route'].split(' -> ')[1:-1]])}" if hops > 1 else ""
+    weakest = f", weakest hop {shown(row['route_min_corr'])}" if hops > 1 else ""
+    return f"{_feature(row)} r = {shown(row['corr'])}{via}{weakest}"
+
+
+def _snippet_correlations(figures: Figures, name: str) -> list[dict]:
+    """The pairwise correlations over all the text a case-study figure shows ([] when that file is absent)."""
+    try:
+        rows = figures.records(name, "correlations", fields=("a", "b", "corr", "snippet"))
+    except NotRun:
+        return []
+    return [r for r in rows if r["snippet"] == "all" and is_number(r["corr"])]
+
+
+def assignment_everywhere(figures: Figures, spec: ClaimSpec):
+    base, others, threshold, mode = _cases(figures, "variable_assignment")
+    passing = [r for r in others if r["matched"]]
+    ours = (f"{_found(base)}; best matches: {'; '.join(_match(r, threshold) for r in others)}; "
+            f"{n_of(len(passing), len(others))} pass r ≥ {r_value(threshold)} ({mode} matching)")
+    verdicts = [threshold_verdict(r["route_min_corr"], threshold, True) for r in others]
+    context = []
+    for r in others:
+        if not r["matched"] and is_number(r["best_label_pearson"]):
+            context.append(f"best feature for the labels in {label(r['model'])}: #{r['best_label_feature']} "
+                           f"(label r {r_value(r['best_label_pearson'])}; the match's {r_value(r['label_pearson'])})")
+    shown = _snippet_correlations(figures, "06_variable_assignment")
+    if shown:
+        values = [r["corr"] for r in shown]
+        context.append(f"on the text of Figure 3 the shown features' pairwise r spans {r_value(min(values))} "
+                       f"to {r_value(max(values))}")
+    same = [r for r in others if r["feature"] == base["feature"]]
+    if same:
+        context.append(f"{n_of(len(same), len(others))} matches carry BabyPython's index #{base['feature']} (equal "
+                       "indices are expected where SAEs start from identical weights)")
+    verdict = combine(verdicts, [label(r["model"]) for r in others], unit="models")
+    return spec.claim(ours, verdict, "; ".join(context))
+
+
+def exception_disappears(figures: Figures, spec: ClaimSpec):
+    base, others, threshold, mode = _cases(figures, "python_exception")
+    lua = next((r for r in others if r["model"] == "lua"), None)
+    if lua is None:
+        raise NotRun(f"{CASES}.json has no python_exception row for Lua")
+    r = r_value(lua["corr"], telling_digits(lua["corr"], threshold))
+    ours = f"{_found(base)}; its best match {_feature(lua)} at r = {r} ({mode} matching)"
+    context = []
+    shown = [r for r in _snippet_correlations(figures, "06_python_exception")
+             if {r["a"], r["b"]} == {base["model"], "lua"}]
+    if shown:
+        context.append(f"on the text of Figure 4 the two correlate at r = {r_value(shown[0]['corr'])}")
+    if is_number(lua["label_pearson"]):
+        context.append(f"the Lua match follows the exception labels with r {r_value(lua['label_pearson'])} against "
+                       f"BabyPython's {r_value(base['label_pearson'])} (F1 {r_value(lua['label_f1'])} against "
+                       f"{r_value(base['label_f1'])}); best feature for the labels in Lua: "
+                       f"#{lua['best_label_feature']} (r {r_value(lua['best_label_pearson'])})")
+    return spec.claim(ours, threshold_verdict(lua["corr"], threshold, False), "; ".join(context))
+
+
+def autointerp_groups(figures: Figures, spec: ClaimSpec):
+    rows = figures.records("07_autointerp", "summary", fields=("group", "label", "mean", "median", "n", "n_scored",
+                                                               "backend", "model"))
+    ours = "; ".join(f"{r['label']}: mean {r_value(r['mean'])}, median {r_value(r['median'])} "
+                     f"({n_of(r['n_scored'], r['n'])} scored)" for r in rows)
+    backends = sorted({r["backend"] for r in rows if r["backend"]})
+    models = sorted({r["model"] for r in rows if r["model"]})
+    ours += f"; backend {', '.join(backends) or 'none'} ({', '.join(models) or 'no model'})"
+    by_group = {r["group"]: r for r in rows}
+    lua, kept = by_group.get("lua"), by_group.get("luastories_persisting")
+    if backends == ["offline"]:
+        verdict = statistic_differs("the offline backend explains a feature by its characteristic tokens, with no "
+                                    "language model; the paper's explainer and simulator are a large language model")
+    elif not backends:
+        verdict = Verdict(CANNOT_TELL, "no feature was scored")
+    else:
+        higher = (kept["median"] >= lua["median"] if lua and kept and is_number(kept["median"])
+                  and is_number(lua["median"]) else None)
+        verdict = direction_verdict(higher, None, "persisting features' median score at least the Lua features'")
+    return spec.claim(ours, verdict)
+
+
+FEATURE_SPECS = (
+    ClaimSpec("persistence-released", "05", "Figure 2",
+              "very few features persist (the released protocol)",
+              "very few (no share recorded); token mode, r ≥ 0.8, one SAE seed for all", released_protocol),
+    ClaimSpec("persistence-controls", "05", "Figure 2", "very few features persist, against ceiling and floor",
+              "very few (no share recorded), read against two SAE seeds of one model", against_controls),
+    ClaimSpec("persisting-formatting", "05", "Figure 2",
+              "persisting features are mostly about punctuation, formatting and whitespace",
+              "mostly formatting features", formatting_features),
+    ClaimSpec("assignment-everywhere", "06", "Figure 3", "a variable-assignment feature is found in all four models",
+              "present in all four models", assignment_everywhere),
+    ClaimSpec("exception-disappears", "06", "Figure 4",
+              "the Python-exception feature disappears through Lua fine-tuning",
+              "its closest Lua match is too weak (below r = 0.8)", exception_disappears),
+    ClaimSpec("autointerp", "07", "Figure 6", "explanation scores of Lua features and of persisting Lua features in "
+              "LuaStories", "two histograms (no number or direction recorded)", autointerp_groups),
+)

@@ -1,0 +1,95 @@
+"""Notebook 05's findings, rendered from its saved results (``05_feature_matching.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.registry import REGISTRY
+from .claims import percent as _pct
+
+
+def _label(name: str) -> str:
+    return REGISTRY.labels.get(name, name)
+
+
+def _rows(data: dict, key: str, **match: Any) -> list[dict]:
+    return [r for r in data.get(key, []) if all(r.get(k) == v for k, v in match.items())]
+
+
+def matching_sentences(data: dict, method: str = "position", assignment: str = "many") -> str:
+    """Markdown sentences for notebook 05 from its saved results: each pair's persistence beside its seed
+    ceiling and floors, the shared-seed comparison, the methods, the null and the cost (numbers only from
+    ``data``)."""
+    lines = []
+    rows = _rows(data, "controls", method=method, assignment=assignment)
+    if not rows:
+        return "No controls were saved (`controls` is missing from the results): rerun notebook 05."
+    threshold = rows[0]["threshold"]
+    lines.append(f"**Persistence beside its controls** ({method} Pearson r ≥ {threshold}, {assignment}-to-"
+                 f"{'many' if assignment == 'many' else 'one'}, at least {rows[0]['min_support']} co-active "
+                 "positions):")
+    for r in rows:
+        lines.append(
+            f"- {_label(r['parent'])} → {_label(r['child'])} (on {r['sample']}): {_pct(r['persisting_share'])} of "
+            f"{_label(r['child'])}'s {r['child_live_on_sample']} features active on the sample persist; the seed "
+            f"ceiling is {_pct(r['ceiling_share'])}, so the pair keeps {_pct(r['fraction_of_ceiling'], 0)} of what "
+            f"two seeds of {_label(r['child'])} agree on. Floors: {_pct(r['floor_null_model_share'])} against the "
+            f"untrained model's SAE, {_pct(r['floor_permuted_share'])} with positions shuffled."
+        )
+    shared = [(r, r["shared_init_persisting_share"] - r["independent_init_persisting_share"]) for r in rows]
+    lines.append(
+        "\n**Shared vs independent SAE seeds.** With one seed for every SAE (the released protocol) the shares "
+        "change by " + ", ".join(f"{100 * d:+.1f} points ({_label(r['parent'])} → {_label(r['child'])})"
+                                for r, d in shared)
+        + "; persisting features whose best parent has the same index: "
+        + ", ".join(f"{r['shared_init_same_index_matches']} shared vs {r['same_index_matches']} independent"
+                    for r, _ in shared) + "."
+    )
+    lines.append(
+        "\n**The released sample.** On BabyPython validation text only, the shares are "
+        + ", ".join(f"{_pct(r['released_sample_persisting_share'])} ({_label(r['parent'])} → {_label(r['child'])})"
+                    for r in rows) + "."
+    )
+    methods = {}
+    for r in _rows(data, "controls"):
+        methods.setdefault((r["method"], r["assignment"]), []).append(r["persisting_share"])
+    lines.append(
+        "\n**Methods.** Persistence shares over the pairs, lowest to highest: "
+        + "; ".join(f"{m} {a}-to-{'many' if a == 'many' else 'one'}: {_pct(min(v))}–{_pct(max(v))}"
+                    for (m, a), v in methods.items()) + "."
+    )
+    null = data.get("null", [])
+    if null:
+        worst = {}
+        for r in null:
+            worst.setdefault(r["method"], []).append(r)
+        parts = []
+        for m, group in worst.items():
+            top = max(group, key=lambda r: r["false_match_rate"])
+            recommended = [r["recommended_min_support"] for r in group]
+            parts.append(
+                f"{m} mode (guard {top['min_support']}): at most {_pct(top['false_match_rate'], 2)} of a child's "
+                f"features find a false match (worst pair {_label(top['parent'])} → {_label(top['child'])}); the "
+                f"smallest guard keeping every pair at or under 1% is "
+                f"{'not in the grid' if None in recommended else max(recommended)}"
+            )
+        lines.append("\n**The null.** With the child's positions shuffled, " + "; ".join(parts) + ".")
+    cats = [c for c in data.get("token_categories", []) if c.get("mode") == method]
+    if cats:
+        by_pair: dict[str, dict[str, float]] = {}
+        for c in cats:
+            by_pair.setdefault(c["pair"], {})[c["group"]] = c["formatting_share"]
+        lines.append(
+            "\n**What persists.** Share of features whose top token is punctuation, whitespace or formatting, "
+            "persisting vs emerging: " + "; ".join(
+                f"{pair}: {_pct(v.get('persisting'))} vs {_pct(v.get('emerging'))}" for pair, v in by_pair.items())
+            + "."
+        )
+    cost = data.get("cost") or {}
+    if cost.get("ratio_to_notebook_01_steps") is not None:
+        lines.append(
+            f"\n**Cost.** The controls (second SAEs, the untrained model and its SAE, every match) took "
+            f"{cost['controls_seconds']:.0f} s, {cost['ratio_to_notebook_01_steps']:.2f} times notebook 01's steps "
+            f"({cost['notebook_01_steps_seconds']:.0f} s)."
+        )
+    return "\n".join(lines)
