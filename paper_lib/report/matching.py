@@ -30,29 +30,33 @@ def matching_sentences(data: dict, method: str = "position", assignment: str = "
                  "positions):")
     for r in rows:
         lines.append(
-            f"- {_label(r['parent'])} → {_label(r['child'])} (on {r['sample']}): {_pct(r['persisting_share'])} of "
-            f"{_label(r['child'])}'s {r['child_live_on_sample']} features active on the sample persist; the seed "
-            f"ceiling is {_pct(r['ceiling_share'])}, so the pair keeps {_pct(r['fraction_of_ceiling'], 0)} of what "
-            f"two seeds of {_label(r['child'])} agree on. Floors: {_pct(r['floor_null_model_share'])} against the "
-            f"untrained model's SAE, {_pct(r['floor_permuted_share'])} with positions shuffled."
+            f"- {_label(r.get('parent'))} → {_label(r.get('child'))} (on {r.get('sample')}): {_pct(r.get('persisting_share'))} of "
+            f"{_label(r.get('child'))}'s {r.get('child_live_on_sample', 'n/a')} features active on the sample persist; the seed "
+            f"ceiling is {_pct(r.get('ceiling_share'))}, so the pair keeps {_pct(r.get('fraction_of_ceiling'), 0)} of what "
+            f"two seeds of {_label(r.get('child'))} agree on. Floors: {_pct(r.get('floor_null_model_share'))} against the "
+            f"untrained model's SAE, {_pct(r.get('floor_permuted_share'))} with positions shuffled."
         )
-    shared = [(r, r["shared_init_persisting_share"] - r["independent_init_persisting_share"]) for r in rows]
-    lines.append(
-        "\n**Shared vs independent SAE seeds.** With one seed for every SAE (the released protocol) the shares "
-        "change by " + ", ".join(f"{100 * d:+.1f} points ({_label(r['parent'])} → {_label(r['child'])})"
-                                for r, d in shared)
-        + "; persisting features whose best parent has the same index: "
-        + ", ".join(f"{r['shared_init_same_index_matches']} shared vs {r['same_index_matches']} independent"
-                    for r, _ in shared) + "."
-    )
+    shared = [(r, r["shared_init_persisting_share"] - r["independent_init_persisting_share"]) for r in rows
+              if r.get("shared_init_persisting_share") is not None
+              and r.get("independent_init_persisting_share") is not None]
+    if shared:
+        changes = ", ".join(f"{100 * d:+.1f} points ({_label(r.get('parent'))} → {_label(r.get('child'))})"
+                            for r, d in shared)
+        indices = ", ".join(f"{r.get('shared_init_same_index_matches')} shared vs {r.get('same_index_matches')} "
+                            "independent" for r, _ in shared)
+        lines.append(
+            "\n**Shared vs independent SAE seeds.** With one seed for every SAE (the released protocol) the shares "
+            f"change by {changes}; persisting features whose best parent has the same index: {indices}."
+        )
     lines.append(
         "\n**The released sample.** On BabyPython validation text only, the shares are "
-        + ", ".join(f"{_pct(r['released_sample_persisting_share'])} ({_label(r['parent'])} → {_label(r['child'])})"
+        + ", ".join(f"{_pct(r.get('released_sample_persisting_share'))} ({_label(r.get('parent'))} → {_label(r.get('child'))})"
                     for r in rows) + "."
     )
     methods = {}
     for r in _rows(data, "controls"):
-        methods.setdefault((r["method"], r["assignment"]), []).append(r["persisting_share"])
+        if r.get("persisting_share") is not None:
+            methods.setdefault((r.get("method"), r.get("assignment")), []).append(r["persisting_share"])
     lines.append(
         "\n**Methods.** Persistence shares over the pairs, lowest to highest: "
         + "; ".join(f"{m} {a}-to-{'many' if a == 'many' else 'one'}: {_pct(min(v))}–{_pct(max(v))}"
