@@ -110,3 +110,12 @@ def test_the_controls_table_on_smoke(smoke_cfg):
     assert null["false_match_rate"].between(0, 1).all() and null["recommended_min_support"].notna().all()
     cost = controls.controls_cost(smoke_cfg)
     assert cost["controls_seconds"] > 0 and cost["notebook_01_steps_seconds"] > 0
+
+
+def test_each_model_has_a_seed_ceiling_on_its_own_text(smoke_cfg):
+    from paper_lib.matching import controls
+
+    ceilings = controls.model_ceilings(smoke_cfg)
+    assert set(ceilings["model"]) == set(REGISTRY.names) and len(ceilings) == len(REGISTRY.names) * 3 * 2
+    assert ceilings["ceiling_share"].between(0, 1).all() and (ceilings["ceiling_share"] < 1).all()
+    assert ceilings.loc[ceilings["model"] == "luastories", "sample"].unique().tolist() == ["lua+tinystories"]

@@ -92,6 +92,24 @@ def controls_table(cfg: Config) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def model_ceilings(cfg: Config) -> pd.DataFrame:
+    """Each family model's seed ceiling on its own text (``REGISTRY.data_domains``): the share of its SAE's
+    features (``cfg.sae.init``) that its other-seed SAE matches, per method and assignment."""
+    from ..core.registry import REGISTRY
+
+    main, rows = cfg.sae.init, []
+    for name in REGISTRY.names:
+        domains = REGISTRY.data_domains(name)
+        for method in _methods(cfg):
+            found = match_saes(cfg, name, name, method, domains, _other(main), main)
+            for assignment in ASSIGNMENTS:
+                counts = found[assignment].counts()
+                rows.append({"model": name, "sample": "+".join(domains), "method": method, "assignment": assignment,
+                             "live_on_sample": counts["n_child"] - counts["dead_child"],
+                             "ceiling_share": counts["persisting_share"]})
+    return pd.DataFrame(rows)
+
+
 def _same_index(result) -> int:
     """Persisting child features whose best parent has the same feature id (a trace of a shared initialisation)."""
     persisting = result.persisting

@@ -36,6 +36,12 @@ def matching_sentences(data: dict, method: str = "position", assignment: str = "
             f"two seeds of {_label(r.get('child'))} agree on. Floors: {_pct(r.get('floor_null_model_share'))} against the "
             f"untrained model's SAE, {_pct(r.get('floor_permuted_share'))} with positions shuffled."
         )
+    own = _rows(data, "model_ceilings", method=method, assignment=assignment)
+    if own:
+        lines.append(
+            "\n**Seed ceilings on each model's own text** (two SAEs of one model, different seeds): "
+            + ", ".join(f"{_label(r.get('model'))} {_pct(r.get('ceiling_share'))}" for r in own) + "."
+        )
     shared = [(r, r["shared_init_persisting_share"] - r["independent_init_persisting_share"]) for r in rows
               if r.get("shared_init_persisting_share") is not None
               and r.get("independent_init_persisting_share") is not None]
