@@ -205,7 +205,9 @@ def match_saes(
                 track_support=permute,
             )
             if permute:  # the false-match rate each guard would give on this null
-                unguarded = acc.finalize(min_support=_lowest_guard(method))
+                # the least guard's matrix: the one just computed when the configured guard is that least one
+                lowest = _lowest_guard(method)
+                unguarded = score if guard == lowest else acc.finalize(min_support=lowest)
                 chosen, table = choose_min_support(unguarded, acc.support(), dead_p, dead_c, threshold,
                                                    grid=GUARD_GRID[method])
                 table.to_csv(out / "guard.csv", index=False)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.registry import REGISTRY
 from .claims import percent as _pct
-
-
-def _label(name: str) -> str:
-    return REGISTRY.labels.get(name, name)
+from .model_claims import label as _label
 
 
 def _rows(data: dict, key: str, **match: Any) -> list[dict]:
