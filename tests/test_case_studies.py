@@ -213,11 +213,11 @@ def test_feature_matches_follow_routes_and_stop_at_missing_matches(monkeypatch, 
 
     monkeypatch.setattr(matching, "match_pair", fake_match_pair)
     routes = {"lua": ["babypython", "lua"], "luastories": ["babypython", "lua", "luastories"]}
-    table = cs.feature_matches(smoke_cfg, 2, routes=routes).set_index("model")
+    table = cs.feature_matches(smoke_cfg, 2, routes=routes, with_intervals=False).set_index("model")
     assert table.loc["lua", "feature"] == 3 and table.loc["lua", "corr"] == pytest.approx(0.9)
     assert table.loc["luastories", "feature"] == 0 and table.loc["luastories", "route_min_corr"] == pytest.approx(0.7)
     assert table.loc["lua", "matched"] and not table.loc["luastories", "matched"]  # 0.7 < threshold 0.8
-    missing = cs.feature_matches(smoke_cfg, 3, routes=routes).set_index("model")
+    missing = cs.feature_matches(smoke_cfg, 3, routes=routes, with_intervals=False).set_index("model")
     assert (missing.feature == -1).all() and not missing.matched.any() and np.isnan(missing.loc["luastories", "corr"])
 
 
@@ -232,3 +232,80 @@ def test_describe_findings_states_the_numbers():
     ])
     (sentence,) = cs.describe_findings(summary, 0.8)
     assert "#4" in sentence and "0.61" in sentence and "Lua #9 (r = 0.42" in sentence and "falls below the 0.8" in sentence
+
+
+def test_match_correlation_is_the_matching_statistic():
+    from paper_lib import matching
+
+    rng = np.random.default_rng(4)
+    x = np.maximum(rng.normal(size=(30, 6)), 0)
+    y = np.maximum(x + rng.normal(size=(30, 6)) - 0.5, 0)
+    tokens = rng.integers(0, 9, size=(30, 6)).astype(float)
+    hop = np.stack([x, y, tokens], axis=1)
+    assert cs.match_correlation(hop) == pytest.approx(np.corrcoef(x.ravel(), y.ravel())[0, 1], abs=1e-12)
+    coactive = np.count_nonzero((x > 0) & (y > 0))
+    assert np.isnan(cs.match_correlation(hop, min_support=coactive + 1))
+    assert cs.match_correlation(hop, min_support=coactive) == cs.match_correlation(hop)
+    expected = matching.pairwise_correlations(x.reshape(-1, 1), y.reshape(-1, 1), "token", tokens.ravel().astype(int))
+    assert cs.match_correlation(hop, "token") == pytest.approx(expected[0, 0], abs=1e-12)
+    hop[:, 1] = 0  # a dead child feature: r undefined
+    assert np.isnan(cs.match_correlation(hop))
+
+
+def test_case_study_numbers_have_intervals_over_their_samples_blocks(smoke_cfg):
+    """On the smoke run: every best-match correlation and label score of the summary has an interval around the
+    reported number, made by resampling the blocks of the sample the number was computed on."""
+    from paper_lib import matching
+    from paper_lib.case_studies.search import _block_sums, _scores
+
+    cfg = smoke_cfg
+    searches = {c: cs.find_feature(cfg, c) for c in cs.CONCEPTS}
+    matches = {c: cs.feature_matches(cfg, s.feature) for c, s in searches.items()}
+    summary = cs.summary_table(cfg, searches, matches)
+    fields = ("corr", "route_min_corr", "label_pearson", "label_f1", "best_label_pearson")
+    n_checked = 0
+    for row in summary.to_dict("records"):
+        for field in fields:
+            record = row[f"{field}_interval"]
+            if not np.isfinite(row[field]):  # BabyPython's own row, or no match to follow
+                assert record is None, (row["model"], field)
+                continue
+            assert record["value"] == row[field] and record["low"] <= row[field] <= record["high"], (row, field)
+            assert record["confidence"] == 0.95
+            unit = "sample blocks" if "corr" in field else "search blocks"
+            assert unit in record["method"], record["method"]
+            n_checked += 1
+        if row["model"] != "babypython":
+            assert row["corr_interval"]["n"] == cfg.matching.n_blocks
+            assert row["corr_interval"]["low"] < row["corr_interval"]["high"]
+        assert row["best_label_pearson_interval"]["n"] == cfg.case_studies.n_search_blocks
+        assert "best of the" in row["best_label_pearson_interval"]["method"]
+    assert n_checked >= 5 * len(cs.CONCEPTS) * 2
+    # A route of two hops resamples each hop's sample on its own; one hop is its own weakest hop.
+    two_hops = summary[summary.route.str.count("->") == 2].iloc[0]
+    if two_hops.route_min_corr_interval is not None:
+        n = cfg.matching.n_blocks
+        assert f"bootstrap over {n:,} + {n:,} sample blocks" in two_hops.route_min_corr_interval["method"]
+    one_hop = summary[(summary.route.str.count("->") == 1) & summary["corr"].notna()].iloc[0]
+    assert one_hop.route_min_corr_interval == one_hop.corr_interval
+
+    # The blocks are those of the sample the match was made on: all of them give the reported r.
+    parent, child = one_hop.route.split(" -> ")
+    base = searches[one_hop.concept].feature
+    hop = cs.match_blocks(cfg, parent, child, base, int(one_hop.feature))
+    assert hop.shape == (cfg.matching.n_blocks, 3, cfg.matching.context_size)
+    assert cs.match_correlation(hop) == pytest.approx(one_hop["corr"], abs=1e-5)
+    result = matching.match_pair(cfg, parent, child, mode=cfg.case_studies.matching_mode)
+    assert int(result.best_child_for_parent[base]) == one_hop.feature
+
+    # The label scores from per-block sums of the stored search sample are the search table's.
+    acts, labels = cs.search_sample(cfg, "babypython")
+    assert acts.shape[0] == labels.shape[0] * labels.shape[1] == cfg.case_studies.n_search_blocks * labels.shape[1]
+    table = searches["variable_assignment"].table.set_index("feature")
+    features = [int(f) for f in table.index[:5]]
+    x = acts[:, features].toarray().reshape(labels.shape[0], labels.shape[1], len(features))
+    pearson, f1 = _scores(_block_sums(x, labels[..., cs.CONCEPTS.index("variable_assignment")]))
+    np.testing.assert_allclose(pearson, table.loc[features, "pearson"], atol=1e-9)
+    np.testing.assert_allclose(f1, table.loc[features, "f1"], atol=1e-9)
+    shown = cs.formatted_summary(summary)
+    assert shown.corr_interval.iloc[0] == "n/a" and shown.label_pearson_interval.iloc[0].count("[") == 1

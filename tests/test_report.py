@@ -109,7 +109,7 @@ def synthetic_figures(folder: Path, profile: str = "cpu", controls: bool = True)
 
 
 def _rows(markdown: str) -> dict[str, list[str]]:
-    """The RESULTS.md tables as {claim cell: [paper, ours, verdict, why]}."""
+    """The RESULTS.md tables as {claim cell: [paper, ours, verdict, why, intervals]}."""
     rows = {}
     for line in markdown.splitlines():
         if line.startswith("| ") and not line.startswith("| claim"):
@@ -181,6 +181,66 @@ def test_threshold_mostly_range_rules():
     assert rules.range_verdict(131.4, 10, 100).verdict == report.DIFFERS
 
 
+def _interval(value, low, high, method="bootstrap over 100 features (percentile, 2,000 resamples)"):
+    return {"value": value, "low": low, "high": high, "confidence": 0.95, "method": method, "n": 100}
+
+
+def test_rules_read_intervals_and_say_cannot_tell_when_they_straddle():
+    # a share: wholly below the cut, wholly above, straddling
+    assert rules.few_verdict(_interval(0.30, 0.27, 0.33)).verdict == rules.REPRODUCED
+    assert rules.few_verdict(_interval(0.55, 0.51, 0.59)).verdict == rules.DIFFERS
+    straddle = rules.few_verdict(_interval(0.48, 0.45, 0.52))
+    assert straddle.verdict == rules.CANNOT_TELL and "[45.0%, 52.0%]" in straddle.why
+    # persistence against the ceiling reads the fraction's interval
+    args = (_interval(0.2, 0.19, 0.21), _interval(0.4, 0.38, 0.42), 0.05)
+    assert rules.persistence_verdict(*args, _interval(0.5, 0.45, 0.55)).verdict == rules.CANNOT_TELL
+    assert rules.persistence_verdict(*args, _interval(0.5, 0.51, 0.55)).verdict == rules.DIFFERS
+    assert rules.persistence_verdict(*args, _interval(0.4, 0.35, 0.45)).verdict == rules.REPRODUCED
+    # a best-match r against the threshold
+    assert rules.threshold_verdict(_interval(0.82, 0.78, 0.86), 0.8, False).verdict == rules.CANNOT_TELL
+    assert rules.threshold_verdict(_interval(0.94, 0.91, 0.96), 0.8, False).verdict == rules.DIFFERS
+    assert rules.threshold_verdict(_interval(0.70, 0.62, 0.77), 0.8, False).verdict == rules.REPRODUCED
+    # a range, a number with a resolution, a direction, a majority
+    assert rules.range_verdict(_interval(12.0, 9.0, 15.0), 10, 100).verdict == rules.CANNOT_TELL
+    assert rules.range_verdict(_interval(12.0, 11.0, 13.0), 10, 100).verdict == rules.REPRODUCED
+    assert rules.range_verdict(_interval(8.0, 7.0, 9.0), 10, 100).verdict == rules.DIFFERS
+    assert rules.numeric_verdict(_interval(0.36, 0.33, 0.40), 0.43, 0.05).verdict == rules.REPRODUCED
+    assert rules.numeric_verdict(_interval(0.36, 0.33, 0.37), 0.43, 0.05).verdict == rules.DIFFERS
+    assert rules.sign_verdict(_interval(0.1, -0.01, 0.2), True, "higher").verdict == rules.CANNOT_TELL
+    assert rules.sign_verdict(_interval(0.1, 0.01, 0.2), True, "higher").verdict == rules.REPRODUCED
+    assert rules.sign_verdict(_interval(-0.1, -0.2, -0.01), True, "higher").verdict == rules.DIFFERS
+    assert rules.mostly_verdict(_interval(0.6, 0.55, 0.65), 0.4, difference=_interval(0.2, -0.01, 0.4)).verdict \
+        == rules.CANNOT_TELL
+    assert rules.mostly_verdict(_interval(0.6, 0.55, 0.65), 0.4, difference=_interval(0.2, 0.1, 0.3)).verdict \
+        == rules.REPRODUCED
+    assert rules.mostly_verdict(_interval(0.45, 0.40, 0.49), 0.2).verdict == rules.DIFFERS
+    # formatting and the record of how intervals were made
+    assert rules.with_interval(_interval(0.285, 0.266, 0.304), rules.percent) == "28.5% [26.6%, 30.4%]"
+    seeds = {**_interval(0.285, 0.28, 0.29, "range over 3 draws of the SAE seeds"), "confidence": None}
+    assert rules.with_interval(seeds, rules.percent) == "28.5% (seeds 28.0%–29.0%)"
+    assert rules.envelope(_interval(0.5, 0.45, 0.55), seeds)["low"] == 0.28
+    assert rules.methods_of([{"a": _interval(1, 0, 2)}, seeds]) == [
+        "bootstrap over 100 features (percentile, 2,000 resamples)", "range over 3 draws of the SAE seeds"]
+
+
+def test_results_use_the_intervals_in_the_figures(tmp_path):
+    """With intervals in the saved JSON, RESULTS.md shows them, names their method, and a ceiling fraction whose
+    interval straddles the cut is 'cannot tell' even where its point value is above the cut."""
+    folder = synthetic_figures(tmp_path / "figures")
+    path = folder / "05_feature_matching.json"
+    payload = json.loads(path.read_text())
+    for row in payload["data"]["controls"]:
+        if (row["method"], row["assignment"]) == ("position", "many"):  # point fraction 0.80: differs
+            row["persisting_share_interval"] = _interval(row["persisting_share"], 0.1, 0.3)
+            row["fraction_of_ceiling_interval"] = _interval(row["fraction_of_ceiling"], 0.41, 0.93)
+    path.write_text(json.dumps(payload))
+    rows = _rows(report.build_results(folder))
+    cells = _row(rows, "(position, threshold matches)")
+    assert cells[2] == "**cannot tell at this size**", cells
+    assert "[10.0%, 30.0%]" in cells[1] and "bootstrap over 100 features" in cells[4]
+    assert _row(rows, "(token, one-to-one assignment)")[4] == "none"  # no interval saved: said so
+
+
 def test_combined_verdict_of_a_general_claim():
     yes, no = report.Verdict(report.REPRODUCED, "a"), report.Verdict(report.DIFFERS, "b")
     assert report.combine([yes, yes]).verdict == report.REPRODUCED
@@ -224,7 +284,7 @@ def test_paper_profile_compares_model_cards_within_tolerance(tmp_path):
     assert _row(rows, "BabyPython's validation")[2] == "**reproduced**"  # mean of the domains: 3.1094, 0.4178
     assert _row(rows, "Lua fine-tune's")[2] == "**reproduced**"
     tiny = _row(rows, "TinyStories fine-tune's")
-    assert tiny[2] == "**differs**" and "accuracy: 0.4981 is more than 0.0100 from 0.5196" in tiny[3]
+    assert tiny[2] == "**differs**" and "accuracy: the paper's 0.5196 lies more than 0.0100 from ours, 0.4981" in tiny[3]
     assert "**Profile:** `paper`" in report.build_results(tmp_path / "figures")
 
 
@@ -362,6 +422,6 @@ def test_every_rendered_number_comes_from_the_inputs(tmp_path, profile):
     assert rows
     if profile == "paper":  # the base model's card is compared as the mean over its two domains
         allowed += [(3.1311 + 3.0877) / 2, (0.4137 + 0.4219) / 2]
-    for claim, (_, ours, _, why) in rows.items():
+    for claim, (_, ours, _, why, _) in rows.items():
         assert not _untraced(ours + " " + why, allowed), f"{claim}: {_untraced(ours + ' ' + why, allowed)}"
     assert _untraced("ours is 0.5723, 61.9%", allowed) == ["0.5723", "61.9%"]  # the check sees typed numbers

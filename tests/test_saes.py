@@ -89,6 +89,39 @@ def test_diagnostics_zero_sae(tiny_hooked, tiny_blocks):
     assert d["l0"] == 0.0 and d["dead_fraction"] == 1.0
 
 
+def test_diagnostic_intervals_resample_blocks_and_add_up_to_saelens(tiny_hooked, tiny_blocks, seed):
+    import numpy as np
+
+    sae = _identity_sae(tiny_hooked.cfg.d_mlp)
+    with torch.no_grad():  # a coordinate's feature fires only beyond a threshold: L0 and the error vary by block
+        sae.b_enc.fill_(-float(saes.hook_activations(tiny_hooked, tiny_blocks).abs().median()))
+    d = saes.evaluate_sae(sae, tiny_hooked, tiny_blocks)
+    assert 0 < d["explained_variance"] < 1 and 0 < d["l0"] < tiny_hooked.cfg.d_mlp
+    for field in ("l0", "explained_variance"):
+        record = d[f"{field}_interval"]
+        assert record["value"] == d[field] and record["low"] < d[field] < record["high"], field
+        assert record["n"] == 40 and record["confidence"] == 0.95
+        assert record["method"].startswith("bootstrap over 40 evaluation blocks (percentile"), record["method"]
+    # Per block, summed: SAELens's L0 and explained variance; the total sum of squares is around the global mean.
+    per_block = saes.evaluate.block_statistics(sae, tiny_hooked, tiny_blocks, batch_size=16)
+    assert per_block["l0"].mean() == pytest.approx(d["l0"], rel=1e-5)
+    assert 1 - per_block["residual_ss"].sum() / per_block["total_ss"].sum() == pytest.approx(d["explained_variance"],
+                                                                                           abs=1e-5)
+    x_BCD = saes.hook_activations(tiny_hooked, tiny_blocks).double()
+    direct = (x_BCD - x_BCD.mean((0, 1))).pow(2).sum((1, 2)).numpy()
+    np.testing.assert_allclose(per_block["total_ss"], direct, rtol=1e-8)
+    assert len(per_block["l0"]) == 40 and np.ptp(per_block["l0"]) > 0
+
+
+def test_an_interval_is_not_put_around_a_number_it_does_not_estimate():
+    from paper_lib.core import intervals
+
+    record = intervals.mean_interval([1.0, 2.0, 3.0], unit="evaluation blocks")
+    with pytest.raises(ValueError, match="different tokens"):
+        saes.evaluate._as_reported(record, 2.5, "L0")
+    assert saes.evaluate._as_reported(record, 2.0000001, "L0")["value"] == 2.0000001
+
+
 def test_geometric_median_resists_outliers(seed):
     points = torch.randn(500, 8) * 0.1 + 1.0
     points[:50] += 100.0  # 10% far outliers pull the mean, not the median
@@ -142,6 +175,15 @@ def test_smoke_training_gives_a_loadable_sae(smoke_cfg):
     diag = saes.sae_diagnostics(smoke_cfg, "babypython")
     assert diag["n_blocks"] == smoke_cfg.sae.eval_blocks
     assert 0.0 <= diag["dead_fraction"] <= 1.0 and diag["l0"] > 0
+    for field in ("l0", "explained_variance"):
+        record = diag[f"{field}_interval"]
+        assert record["low"] <= record["value"] == diag[field] <= record["high"] and record["low"] < record["high"]
+        assert record["n"] == smoke_cfg.sae.eval_blocks and "evaluation blocks" in record["method"]
+    row = saes.diagnostics_table(smoke_cfg, ["babypython"]).iloc[0]  # notebook 04's table: the ends as columns
+    assert (row.l0_low, row.l0_high, row.l0_method) == (diag["l0_interval"]["low"], diag["l0_interval"]["high"],
+                                                        diag["l0_interval"]["method"])
+    assert row.explained_variance_low <= row.explained_variance <= row.explained_variance_high
+    assert row.l0_interval == diag["l0_interval"] and row.explained_variance_interval["low"] == row.explained_variance_low
 
 
 def test_an_sae_on_another_hook_works_through_every_consumer(smoke_cfg):

@@ -31,4 +31,13 @@ from .protocol import (
     select_examples,
     summarise_scores,
 )
-from .run import GROUP_LABELS, GROUPS, feature_activations, max_activations, score_features, score_summary
+from .run import (
+    GROUP_LABELS,
+    GROUPS,
+    feature_activations,
+    max_activations,
+    other_seed_comparison,
+    score_comparison,
+    score_features,
+    score_summary,
+)

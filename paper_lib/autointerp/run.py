@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.artifacts import cached_step, read_json, write_json_atomic
+from ..core import intervals
+from ..core.artifacts import cached_step, manifest, read_json, write_json_atomic
 from ..data import AUTOINTERP_DOMAIN, DATA_CODE, autointerp_blocks, corpus_fingerprint, token_strings, tokenizer_hash
 from ..matching import match_pair
 from ..saes import encode_chunks, sae_dir
@@ -117,7 +118,9 @@ def score_features(cfg, backend: Backend | None = None) -> "pd.DataFrame":  # no
     code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.data.vocab", "paper_lib.core.runtime", "paper_lib.autointerp.protocol",
             "paper_lib.autointerp.backends", "paper_lib.autointerp.clients"]
     path = cached_step(cfg.profile, "autointerp", _step_inputs(cfg, backend), build, code=code)
-    return pd.DataFrame(read_json(path / "scores.json"))
+    table = pd.DataFrame(read_json(path / "scores.json"))
+    table.attrs["step_seconds"] = manifest(path)["seconds"]  # what scoring these features cost when it was built
+    return table
 
 
 def score_summary(table) -> "pd.DataFrame":  # noqa: F821
@@ -132,8 +135,63 @@ def score_summary(table) -> "pd.DataFrame":  # noqa: F821
                 "group": group,
                 "label": GROUP_LABELS[group],
                 **summarise_scores(part["score"].to_numpy(dtype=float) if len(part) else []),
+                "mean_interval": _mean_interval(part),
                 "backend": ", ".join(sorted(set(part["backend"]))) if len(part) else "",
                 "model": ", ".join(sorted(set(part["model"]))) if len(part) else "",
             }
         )
     return pd.DataFrame(rows)
+
+
+def _scored(table, group: str) -> np.ndarray:
+    if not len(table):
+        return np.array([])
+    values = table.loc[table["group"] == group, "score"].to_numpy(dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _mean_interval(part) -> dict[str, Any] | None:
+    values = part["score"].to_numpy(dtype=float) if len(part) else np.array([])
+    values = values[np.isfinite(values)]
+    return intervals.mean_interval(values, unit="scored features") if len(values) else None
+
+
+def score_comparison(table) -> dict[str, Any]:
+    """Figure 6's comparison with its uncertainty: the mean score of LuaStories' persisting Lua features minus
+    that of Lua features, with a bootstrap interval (each group's features resampled on its own).
+
+    ``direction``: +1 when the whole interval is above 0 (persisting features are explained better), -1 below,
+    0 when it contains 0 (this many features cannot tell). ``features_needed``: features per group for the
+    interval to be narrower than the measured difference on each side (normal approximation from the two
+    groups' spreads), and ``seconds_needed`` what scoring that many would cost at this run's rate (the scoring
+    step's seconds per feature, both groups).
+    """
+    lua, kept = _scored(table, "lua"), _scored(table, "luastories_persisting")
+    result: dict[str, Any] = {"n_scored": {"lua": int(len(lua)), "luastories_persisting": int(len(kept))},
+                              "difference": None, "direction": None, "features_needed": None,
+                              "seconds_per_feature": None, "seconds_needed": None}
+    if len(lua) < 2 or len(kept) < 2:
+        return result
+    difference = intervals.difference_interval(kept, lua, unit="scored features")
+    needed = intervals.features_needed(float(np.std(kept, ddof=1)), float(np.std(lua, ddof=1)), difference["value"])
+    seconds = table.attrs.get("step_seconds")
+    per_feature = seconds / len(table) if seconds and len(table) else None
+    result.update({
+        "difference": difference,
+        "direction": intervals.sign(difference),
+        "sd": {"lua": float(np.std(lua, ddof=1)), "luastories_persisting": float(np.std(kept, ddof=1))},
+        "features_needed": needed,
+        "seconds_per_feature": per_feature,
+        "seconds_needed": None if needed is None or per_feature is None else 2 * needed * per_feature,
+    })
+    return result
+
+
+def other_seed_comparison(cfg, backend: Backend | None = None) -> dict[str, Any]:
+    """``score_comparison`` repeated on the other seeding's SAEs (``sae.init``; the second SAE seed of every
+    model, from the matching controls), so a reader sees whether Figure 6's direction survives a change of SAE
+    seed. The persisting group comes from matching those SAEs."""
+    other = "shared" if cfg.sae.init == "independent" else "independent"
+    other_cfg = cfg.model_copy(update={"sae": cfg.sae.model_copy(update={"init": other})})
+    table = score_features(other_cfg, backend)
+    return {"seeding": other, "summary": score_summary(table).to_dict("records"), **score_comparison(table)}

@@ -1,5 +1,6 @@
-"""Following a feature through the model family (Figures 3 and 4): matches along registry routes, snippets shaded
-by each model's feature, the case studies' summary table and the sentences stating what it shows."""
+"""Following a feature through the model family (Figures 3 and 4): matches along registry routes with intervals
+for their correlations, snippets shaded by each model's feature, the case studies' summary table and the
+sentences stating what it shows."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import numpy as np
 import torch
 
 from .. import matching
+from ..core import intervals
 from ..core.registry import REGISTRY
 from ..data import get_tokenizer, search_blocks, token_strings
 from ..saes import encode_blocks, encode_chunks, model_and_sae, sae_hook
 from .features import activation_histogram, logit_effects, pairwise_pattern_correlations, top_contexts
 from .labels import CONCEPT_LABELS
-from .search import FeatureSearch, concept_scores
+from .search import FeatureSearch, _around_reported, concept_scores, label_intervals
 
 ROOT = "babypython"  # case-study features are found in the pretrained model and followed into its descendants
+MATCH_UNIT = "sample blocks"  # what the match correlations' intervals resample: blocks of the matching sample
 
 
 # The snippets of Figures 3 and 4: short, typical code with assignments next to near-misses ('==', '~=',
@@ -60,37 +63,97 @@ EXCEPTION_SNIPPET = """def load(path):
 """
 
 
-def feature_matches(cfg, feature: int, mode: str | None = None, routes: Mapping[str, list[str]] | None = None):
+def feature_matches(cfg, feature: int, mode: str | None = None, routes: Mapping[str, list[str]] | None = None,
+                    with_intervals: bool = True):
     """Follow a BabyPython feature to its best match in every other model along ``routes`` (default: the
     registry's routes from BabyPython, a merge reached through its base model; matched pairs of notebook 05,
     ``paper_lib.matching.match_pair``). One row per model: the matched feature, the correlation
-    of the last hop, the weakest correlation along the route and whether every hop passes the threshold.
-    ``mode`` defaults to ``cfg.case_studies.matching_mode``."""
+    of the last hop, the weakest correlation along the route and whether every hop passes the threshold,
+    with ``with_intervals`` their 95% intervals ``corr_interval`` and ``route_min_corr_interval``
+    (``route_intervals``; ``None`` where the feature has no match). ``mode`` defaults to
+    ``cfg.case_studies.matching_mode``."""
     import pandas as pd
 
     mode = mode or cfg.case_studies.matching_mode
     rows = []
     for target, route in (routes or REGISTRY.routes_from(ROOT)).items():
-        current, corrs = int(feature), []
+        current, corrs, hops = int(feature), [], []
         for parent, child in zip(route[:-1], route[1:]):
             if current < 0:  # no match on an earlier hop (a feature dead on the matching sample): nothing to follow
                 corrs.append(float("nan"))
                 continue
             result = matching.match_pair(cfg, parent, child, mode=mode)
             corr = float(np.asarray(result.best_corr_for_parent)[current])
-            current = int(np.asarray(result.best_child_for_parent)[current])
+            matched_to = int(np.asarray(result.best_child_for_parent)[current])
+            hops.append((parent, child, current, matched_to))
+            current = matched_to
             corrs.append(corr)
-        rows.append(
-            {
-                "model": target,
-                "route": " -> ".join(route),
-                "feature": current,
-                "corr": corrs[-1],
-                "route_min_corr": float(np.nanmin(corrs)) if not np.all(np.isnan(corrs)) else float("nan"),
-                "matched": bool(current >= 0 and all(c >= cfg.matching.threshold for c in corrs)),
-            }
-        )
+        row = {
+            "model": target,
+            "route": " -> ".join(route),
+            "feature": current,
+            "corr": corrs[-1],
+            "route_min_corr": float(np.nanmin(corrs)) if not np.all(np.isnan(corrs)) else float("nan"),
+            "matched": bool(current >= 0 and all(c >= cfg.matching.threshold for c in corrs)),
+        }
+        if with_intervals:
+            row.update(route_intervals(cfg, hops, corrs, mode) if current >= 0 and np.all(np.isfinite(corrs))
+                       else {"corr_interval": None, "route_min_corr_interval": None})
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def match_blocks(cfg, parent: str, child: str, parent_feature: int, child_feature: int) -> np.ndarray:
+    """A matched pair's activations on the sample it was matched on (``matching.sample_domains``, the SAEs of
+    ``cfg.sae.init``, as ``matching.match_pair``), block by block: ``[n_blocks, 3, context]`` float64 holding the
+    parent feature's activations, the child feature's and the token ids at the same positions."""
+    domains = matching.sample_domains(cfg, parent, child)
+    parent_acts, tokens = matching.load_activation_sample(cfg, parent, domains)
+    child_acts, _ = matching.load_activation_sample(cfg, child, domains)
+    ctx = cfg.matching.context_size
+    columns = [parent_acts[:, [parent_feature]].toarray().ravel(), child_acts[:, [child_feature]].toarray().ravel(),
+               np.asarray(tokens, dtype=np.float64)]
+    return np.stack([c.reshape(-1, ctx) for c in columns], axis=1)
+
+
+def match_correlation(hop_BKC: np.ndarray, mode: str = "position", min_support: int = 0) -> float:
+    """The matching statistic of one pair on ``match_blocks`` arrays (any subset of blocks): the Pearson r of the
+    two features' activations over all positions (``position``; NaN with fewer than ``min_support`` co-active
+    positions, or a constant side) or over token strings (``token``, as ``matching.pairwise_correlations``)."""
+    x, y = hop_BKC[:, 0].ravel(), hop_BKC[:, 1].ravel()
+    if mode == "token":
+        tokens = hop_BKC[:, 2].ravel().astype(np.int64)
+        return float(matching.pairwise_correlations(x[:, None], y[:, None], "token", tokens, max(min_support, 2))[0, 0])
+    if min_support and np.count_nonzero((x != 0) & (y != 0)) < min_support:
+        return float("nan")
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x @ x) * (y @ y))
+    return float(x @ y / denom) if denom > 0 else float("nan")
+
+
+def route_intervals(cfg, hops: list[tuple[str, str, int, int]], corrs: list[float], mode: str) -> dict[str, Any]:
+    """95% intervals for a followed feature's correlations, by a bootstrap over the matching sample's blocks:
+    ``corr_interval`` (the last hop) and ``route_min_corr_interval`` (the weakest hop; each hop's sample is
+    resampled on its own, as the hops are matched on different samples). ``hops``: (parent, child, parent
+    feature, child feature) along the route, ``corrs``: their reported correlations."""
+    guard = matching.pairs.min_support(cfg, mode)
+    samples = [match_blocks(cfg, *hop) for hop in hops]
+
+    def one(hop_BKC):
+        return match_correlation(hop_BKC, mode, guard)
+
+    def weakest_hop(*hop_arrays):  # undefined when any hop is (Python's min would depend on the order)
+        values = [one(h) for h in hop_arrays]
+        return min(values) if np.all(np.isfinite(values)) else float("nan")
+
+    last = _around_reported(intervals.bootstrap(samples[-1], one, unit=MATCH_UNIT), corrs[-1],
+                            f"{hops[-1][0]} -> {hops[-1][1]} correlation")
+    if len(samples) == 1:
+        return {"corr_interval": last, "route_min_corr_interval": dict(last)}
+    weakest = intervals.bootstrap(samples, weakest_hop, unit=MATCH_UNIT, paired=False)
+    route = " -> ".join([hops[0][0], *(h[1] for h in hops)])
+    return {"corr_interval": last,
+            "route_min_corr_interval": _around_reported(weakest, min(corrs), f"{route} weakest correlation")}
 
 
 def tokenize_snippet(cfg, text: str) -> tuple[torch.Tensor, list[str]]:
@@ -156,13 +219,19 @@ def summary_table(cfg, searches: Mapping[str, FeatureSearch], matches: Mapping[s
     """The numbers of the case studies: one row per (concept, model) with the feature, its route and
     best-match correlation from BabyPython (NaN for BabyPython itself), its Pearson correlation / F1 with the
     concept's labels on the Python validation text, and the best such correlation of any feature of that
-    model (does the model have a feature for the concept at all, matched or not?)."""
+    model (does the model have a feature for the concept at all, matched or not?).
+
+    Each number has its 95% interval beside it (``core.intervals`` records, ``None`` where the number is
+    undefined): ``corr_interval`` and ``route_min_corr_interval`` over the matching sample's blocks (from
+    ``feature_matches``), ``label_pearson_interval``, ``label_f1_interval`` and ``best_label_pearson_interval``
+    over the searched blocks (``search.label_intervals``)."""
     import pandas as pd
 
     rows = []
     for concept, search in searches.items():
         found = [{"model": search.model, "feature": search.feature, "route": search.model, "corr": float("nan"),
-                  "route_min_corr": float("nan"), "matched": True}]
+                  "route_min_corr": float("nan"), "matched": True, "corr_interval": None,
+                  "route_min_corr_interval": None}]
         found += matches[concept].to_dict("records")
         for row in found:
             table = concept_scores(cfg, row["model"])["tables"][concept].set_index("feature")
@@ -175,9 +244,18 @@ def summary_table(cfg, searches: Mapping[str, FeatureSearch], matches: Mapping[s
                     "label_f1": float(own["f1"]),
                     "best_label_feature": int(table["pearson"].idxmax()),
                     "best_label_pearson": float(table["pearson"].max()),
+                    **label_intervals(cfg, row["model"], concept, int(row["feature"])),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def formatted_summary(summary):
+    """The summary table for display: each ``*_interval`` column as ``value [low, high]`` text."""
+    shown = summary.copy()
+    for column in [c for c in shown.columns if c.endswith("_interval")]:
+        shown[column] = [intervals.formatted(r, lambda x: f"{x:.3f}") if r else "n/a" for r in shown[column]]
+    return shown.round(3)
 
 
 def describe_findings(summary, threshold: float) -> list[str]:

@@ -1,4 +1,5 @@
-"""Finding a concept's feature without a hand-picked id: every feature scored against rule-based labels (cached)."""
+"""Finding a concept's feature without a hand-picked id: every feature scored against rule-based labels (cached),
+and intervals for those scores by a bootstrap over the searched blocks."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
+from ..core import intervals
 from ..core.artifacts import cached_step, manifest
 from ..data import DATA_CODE, corpus_fingerprint, search_blocks, token_strings, tokenizer_hash
 from ..saes.encode import ENCODE_CODE
@@ -18,6 +21,13 @@ from .labels import CONCEPT_LABELS, CONCEPTS, concept_labels
 from .scoring import FeatureScorer, best_feature
 
 SEARCH_DOMAIN = "python"  # both concepts are searched on Python validation code
+SEARCH_UNIT = "search blocks"  # what the label scores' intervals resample
+# A model's best label correlation is resampled as the best of its BEST_CANDIDATES features with the highest r on
+# all the blocks (scoring every feature on every resample would cost d_sae / 64 times more); on a resample this
+# equals the best of all features unless one outside them overtakes them all, so the ends can only err low.
+BEST_CANDIDATES = 64
+# How far an interval's recomputed value may sit from the number it is put around (float sums in another order).
+AGREEMENT_RTOL = 1e-3
 
 
 @dataclass
@@ -78,27 +88,108 @@ def concept_scores(cfg, name: str = "babypython") -> dict[str, Any]:
     def build(out: Path) -> dict:
         blocks, labels = labelled_search_blocks(cfg)
         scorer = None
+        pieces = []  # the activations, kept sparse for the scores' intervals (search_sample)
         for start, acts in zip(range(0, len(blocks), ENCODE_CHUNK_BLOCKS), encode_chunks(cfg, name, blocks, ENCODE_CHUNK_BLOCKS)):
             if scorer is None:
                 scorer = FeatureScorer(acts.shape[-1], CONCEPTS)
             chunk_labels = labels[start : start + len(acts)].reshape(-1, len(CONCEPTS))
-            scorer.update(acts.reshape(-1, acts.shape[-1]), chunk_labels)
+            acts_NF = acts.reshape(-1, acts.shape[-1])
+            scorer.update(acts_NF, chunk_labels)
+            pieces.append(sp.csr_matrix(np.asarray(acts_NF, dtype=np.float32)))
         for concept in CONCEPTS:
             scorer.table(concept).to_csv(out / f"{concept}.csv", index=False)
+        sp.save_npz(out / "acts.npz", sp.vstack(pieces).tocsr().astype(np.float32))
+        np.save(out / "labels.npy", np.asarray(labels, dtype=bool))
         return {
             "n_tokens": int(labels.shape[0] * labels.shape[1]),
             "n_positive": {c: int(labels[..., i].sum()) for i, c in enumerate(CONCEPTS)},
         }
 
     code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.data.vocab", "paper_lib.case_studies.labels",
-            "paper_lib.case_studies.scoring"]
+            "paper_lib.case_studies.scoring", "paper_lib.case_studies.search"]
     path = cached_step(cfg.profile, f"case-search-{name}", _search_inputs(cfg, name), build, code=code)
     meta = manifest(path)["meta"]
     return {
         "tables": {c: pd.read_csv(path / f"{c}.csv") for c in CONCEPTS},
         "n_tokens": meta["n_tokens"],
         "n_positive": meta["n_positive"],
+        "folder": path,
     }
+
+
+def search_sample(cfg, name: str = "babypython") -> tuple[sp.csr_matrix, np.ndarray]:
+    """What ``concept_scores`` scored: ``name``'s SAE activations on the searched blocks ``[n_positions, d_sae]``
+    (CSR, positions block by block) and their labels ``[n_blocks, ctx, n_concepts]`` (bool)."""
+    folder = concept_scores(cfg, name)["folder"]
+    return sp.load_npz(folder / "acts.npz").tocsr(), np.load(folder / "labels.npy")
+
+
+def _block_sums(acts_BCK: np.ndarray, labels_BC: np.ndarray) -> np.ndarray:
+    """Per block, the sums ``FeatureScorer`` accumulates for K features and one label: ``[n_blocks, 5K + 2]`` =
+    x, x^2, x*y, fires, fires*y per feature, then y and the token count (y is 0/1, so y^2 = y)."""
+    x = acts_BCK.astype(np.float64)
+    y = labels_BC.astype(np.float64)[..., None]
+    fires = (x > 0).astype(np.float64)
+    per_feature = [x.sum(1), (x * x).sum(1), (x * y).sum(1), fires.sum(1), (fires * y).sum(1)]
+    n = np.full((len(x), 1), x.shape[1], dtype=np.float64)
+    return np.concatenate([*per_feature, y.sum(1), n], axis=1)
+
+
+def _scores(sums_BS: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson r and F1 of every feature from summed ``_block_sums`` rows, as ``FeatureScorer.table`` has them
+    (a feature that never varies scores 0)."""
+    total = sums_BS.sum(0)
+    k = (len(total) - 2) // 5
+    sx, sxx, sxy, fires, hits = (total[i * k : (i + 1) * k] for i in range(5))
+    sy, n = total[-2], total[-1]
+    cov = n * sxy - sx * sy
+    var_x = np.maximum(n * sxx - sx * sx, 0)
+    var_y = max(n * sy - sy * sy, 0)
+    denom = np.sqrt(var_x * var_y)
+    pearson = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0)
+    precision = np.divide(hits, fires, out=np.zeros_like(hits), where=fires > 0)
+    recall = hits / max(sy, 1.0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(hits), where=precision + recall > 0)
+    return pearson, f1
+
+
+def _around_reported(record: dict[str, Any], reported: float, what: str) -> dict[str, Any]:
+    """The interval put around the number reported beside it, after checking that its own value agrees."""
+    if not np.isclose(record["value"], reported, rtol=AGREEMENT_RTOL, atol=1e-6):
+        raise ValueError(f"{what}: the interval's statistic gives {record['value']:.6g} where {reported:.6g} is "
+                         "reported; it would not be an interval for the reported number.")
+    return intervals.interval(reported, record["low"], record["high"], record["method"], record["n"],
+                              record["confidence"])
+
+
+def label_intervals(cfg, name: str, concept: str, feature: int) -> dict[str, Any]:
+    """95% intervals for a feature's scores against a concept's labels, by a bootstrap over the searched blocks
+    (tokens of one block are not independent; blocks are): ``label_pearson_interval`` and ``label_f1_interval``
+    of ``feature`` (``None`` for -1, no feature), and ``best_label_pearson_interval``, the best Pearson r of any
+    of ``name``'s features (resampled over the ``BEST_CANDIDATES`` best on all blocks, named in its method)."""
+    table = concept_scores(cfg, name)["tables"][concept]
+    acts, labels = search_sample(cfg, name)
+    labels_BC = labels[..., CONCEPTS.index(concept)]
+    n_blocks, ctx = labels_BC.shape
+
+    def columns(features) -> np.ndarray:
+        return acts[:, list(features)].toarray().reshape(n_blocks, ctx, len(features))
+
+    by_feature = table.set_index("feature")
+    out: dict[str, Any] = {"label_pearson_interval": None, "label_f1_interval": None}
+    if feature >= 0:
+        sums = _block_sums(columns([feature]), labels_BC)
+        for score, index in (("pearson", 0), ("f1", 1)):
+            record = intervals.bootstrap(sums, lambda s, i=index: float(_scores(s)[i][0]), unit=SEARCH_UNIT)
+            out[f"label_{score}_interval"] = _around_reported(record, float(by_feature.loc[feature, score]),
+                                                              f"{name} feature {feature}'s label {score}")
+    candidates = table.sort_values("pearson", ascending=False, kind="stable")["feature"].to_numpy()[:BEST_CANDIDATES]
+    record = intervals.bootstrap(_block_sums(columns(candidates), labels_BC), lambda s: float(_scores(s)[0].max()),
+                                 unit=SEARCH_UNIT)
+    record["method"] += f"; the best of the {len(candidates)} features with the highest r on all blocks"
+    out["best_label_pearson_interval"] = _around_reported(record, float(table["pearson"].max()),
+                                                          f"{name}'s best label correlation")
+    return out
 
 
 def find_feature(cfg, concept: str, name: str = "babypython", score: str | None = None) -> FeatureSearch:

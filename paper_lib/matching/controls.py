@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core import intervals
 from ..core.artifacts import manifest, read_json, record_benchmark, run_dir
 from ..core.config import Config
 from ..core.registry import NULL_MODEL
@@ -29,6 +30,36 @@ def _share(result) -> float:
     return result.counts()["persisting_share"]
 
 
+def persisting_flags(result) -> np.ndarray:
+    """One flag per child feature: True where it persists (``nan``-free; dead features included, as False)."""
+    flags = np.zeros(len(result.dead_child), dtype=bool)
+    flags[result.persisting] = True
+    return flags
+
+
+def share_interval(result) -> dict[str, Any] | None:
+    """The persistence share with its interval: bootstrap over the child's features live on the sample."""
+    alive = ~result.dead_child
+    if not alive.any():
+        return None
+    return intervals.share_interval(persisting_flags(result)[alive], unit="live child features")
+
+
+def fraction_interval(real, ceiling) -> dict[str, Any] | None:
+    """Persistence over its seed ceiling, with an interval. Both are shares of the same child SAE's features on
+    the same sample (the real pair's child and the ceiling's child are one SAE), so the features are resampled
+    together (a paired bootstrap over the child's live features)."""
+    alive = ~real.dead_child & ~ceiling.dead_child
+    a, b = persisting_flags(real)[alive].astype(float), persisting_flags(ceiling)[alive].astype(float)
+    if not alive.any() or not b.any():
+        return None
+
+    def ratio(x, y):
+        return x.mean() / y.mean() if y.any() else float("nan")
+
+    return intervals.bootstrap((a, b), ratio, unit="live child features", paired=True)
+
+
 def _methods(cfg: Config) -> tuple[str, ...]:
     return METHODS if cfg.matching.compare_methods else tuple(m for m in METHODS if m in cfg.matching.modes)
 
@@ -39,13 +70,17 @@ def pair_matches(cfg: Config, parent: str, child: str, method: str) -> dict[str,
     ``real``: the SAEs of ``cfg.sae.init`` on the pair's sample; ``independent`` / ``shared``: both SAEs of that
     seeding; ``ceiling``: the child's other-seed SAE against its own; ``null_model``: the untrained model's SAE
     against the child's; ``permuted``: the real pair with the child's positions shuffled (correlation methods);
-    ``released_sample``: the real pair on the released BabyPython sample.
+    ``released_sample``: the real pair on the released BabyPython sample; ``seed_parent`` / ``seed_child``: the
+    real pair with the parent's / the child's other-seed SAE, two more draws of the SAE seeds with no shared
+    start (with ``real``, the seed spread of the persistence share).
     """
     main = cfg.sae.init
     domains = sample_domains(cfg, parent, child)
     kinds = {
         "real": match_saes(cfg, parent, child, method, domains),
         _other(main): match_saes(cfg, parent, child, method, domains, _other(main), _other(main)),
+        "seed_parent": match_saes(cfg, parent, child, method, domains, _other(main), main),
+        "seed_child": match_saes(cfg, parent, child, method, domains, main, _other(main)),
         "ceiling": match_saes(cfg, child, child, method, domains, _other(main), main),
         "null_model": match_saes(cfg, NULL_MODEL, child, method, domains, "independent", main),
         "released_sample": match_saes(cfg, parent, child, method, MATCHING_DOMAINS),
@@ -63,6 +98,13 @@ def controls_table(cfg: Config) -> pd.DataFrame:
     matches (SAEs seeded by ``cfg.sae.init``); ``fraction_of_ceiling``: that over ``ceiling_share`` (the same
     statistic between two seeds of the child); ``floor_null_model_share`` / ``floor_permuted_share``: the same
     statistic against the untrained model's SAE / with the child's positions shuffled (the false-match rate).
+
+    Each share has an ``*_interval`` (95%, bootstrap over the child's live features; Wilson's interval when a
+    share is 0 or 1), ``fraction_of_ceiling_interval`` a paired bootstrap, and ``persisting_share_seeds`` /
+    ``fraction_of_ceiling_seeds`` the range over three draws of the SAE seeds with no shared start (``real``,
+    the parent's other seed, the child's other seed). Shared-start seeds are not draws of the independent
+    protocol and are left out of the range. The one-to-one decoder share between two SAEs of one model cannot
+    be permuted, and the decoder method has no permutation floor.
     """
     rows = []
     for parent, child in matching_pairs(cfg):
@@ -88,8 +130,28 @@ def controls_table(cfg: Config) -> pd.DataFrame:
                     "released_sample_persisting_share": share["released_sample"],
                     "same_index_matches": _same_index(kinds["real"][assignment]),
                     "shared_init_same_index_matches": _same_index(kinds["shared"][assignment]),
+                    **_row_intervals(kinds, assignment, ceiling),
                 })
     return pd.DataFrame(rows)
+
+
+def _row_intervals(kinds: dict, assignment: str, ceiling) -> dict[str, Any]:
+    """The intervals of one controls row (see ``controls_table``)."""
+    draws = [_share(kinds[k][assignment]) for k in ("real", "seed_parent", "seed_child")]
+    draws = [d for d in draws if d is not None]
+    row = {f"{name}_interval": share_interval(kinds[kind][assignment])
+           for name, kind in (("persisting_share", "real"), ("ceiling_share", "ceiling"),
+                              ("floor_null_model_share", "null_model"), ("floor_permuted_share", "permuted"),
+                              ("released_sample_persisting_share", "released_sample"),
+                              ("independent_init_persisting_share", "independent"),
+                              ("shared_init_persisting_share", "shared")) if kind in kinds}
+    row["fraction_of_ceiling_interval"] = fraction_interval(kinds["real"][assignment], kinds["ceiling"][assignment])
+    row["persisting_share_seeds"] = intervals.seed_range(draws, unit="draws of the SAE seeds",
+                                                         value=draws[0]) if draws else None
+    row["fraction_of_ceiling_seeds"] = intervals.seed_range(
+        [d / ceiling for d in draws], unit="draws of the SAE seeds", value=draws[0] / ceiling
+    ) if draws and ceiling else None
+    return row
 
 
 def model_ceilings(cfg: Config) -> pd.DataFrame:
@@ -106,7 +168,8 @@ def model_ceilings(cfg: Config) -> pd.DataFrame:
                 counts = found[assignment].counts()
                 rows.append({"model": name, "sample": "+".join(domains), "method": method, "assignment": assignment,
                              "live_on_sample": counts["n_child"] - counts["dead_child"],
-                             "ceiling_share": counts["persisting_share"]})
+                             "ceiling_share": counts["persisting_share"],
+                             "ceiling_share_interval": share_interval(found[assignment])})
     return pd.DataFrame(rows)
 
 
@@ -128,6 +191,8 @@ def threshold_curves(cfg: Config, thresholds=CURVE_THRESHOLDS) -> pd.DataFrame:
             for kind, found in pair_matches(cfg, parent, child, method).items():
                 if kind in ("independent", "shared") and kind == cfg.sae.init:
                     continue  # the same match as "real"
+                if kind in ("seed_parent", "seed_child"):
+                    continue  # seed draws of "real": their spread is in the controls table
                 result = found[assignment]
                 curve = threshold_curve(result.best_corr_for_child, ~result.dead_child, thresholds)
                 frames.append(curve.assign(pair=f"{parent} -> {child}", method=method, assignment=assignment,
@@ -148,6 +213,7 @@ def null_table(cfg: Config) -> pd.DataFrame:
                 "min_support": min_support(cfg, method),
                 "false_match_rate": _share(found["many"]),
                 "false_match_rate_one_to_one": _share(found["one"]),
+                "false_match_rate_interval": share_interval(found["many"]),
                 "recommended_min_support": meta.get("recommended_min_support"),
             })
     return pd.DataFrame(rows)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..core import intervals
 from ..core.config import Config
 from ..data import token_strings
 from .pairs import _vocab_size, load_activation_sample, match_pair, matching_pairs, sample_domains
@@ -92,17 +93,23 @@ def persisting_token_table(cfg: Config, mode: str = "token") -> pd.DataFrame:
     for parent, child in matching_pairs(cfg):
         result = match_pair(cfg, parent, child, mode)
         categories = top_token_categories(cfg, child, sample_domains(cfg, parent, child)).set_index("feature")["category"]
-        for group, features in (("persisting", result.persisting), ("emerging", result.emerging)):
-            cats = categories.iloc[features]
-            rows.append(
-                {
-                    "pair": f"{parent} -> {child}",
-                    "group": group,
-                    "n_features": len(features),
-                    "formatting_share": float((cats == "punctuation/whitespace/formatting").mean())
-                    if len(features) else float("nan"),
-                }
-            )
+        flags = {group: (categories.iloc[features] == "punctuation/whitespace/formatting").to_numpy()
+                 for group, features in (("persisting", result.persisting), ("emerging", result.emerging))}
+        for group, group_flags in flags.items():
+            row = {
+                "pair": f"{parent} -> {child}",
+                "group": group,
+                "n_features": len(group_flags),
+                "formatting_share": float(group_flags.mean()) if len(group_flags) else float("nan"),
+                # bootstrap over the group's features (Wilson's interval when all agree)
+                "formatting_share_interval": intervals.share_interval(group_flags, unit=f"{group} features")
+                if len(group_flags) else None,
+                "difference_from_emerging_interval": None,
+            }
+            if group == "persisting" and len(flags["persisting"]) > 1 and len(flags["emerging"]) > 1:
+                row["difference_from_emerging_interval"] = intervals.difference_interval(
+                    flags["persisting"], flags["emerging"], unit="persisting + emerging features")
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

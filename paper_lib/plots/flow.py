@@ -11,6 +11,7 @@ from ..core.registry import REGISTRY
 def plot_feature_flow(
     summary: pd.DataFrame, ax=None, labels: dict[str, str] | None = None, layout=None,
     ceilings: dict[tuple[str, str], float] | None = None,
+    share_intervals: dict[tuple[str, str], dict] | None = None,
 ):
     """Sankey-style flow of persisting features (Figure 2) from a ``match_all`` summary, matplotlib only.
 
@@ -20,6 +21,8 @@ def plot_feature_flow(
     defaults to ``REGISTRY.flow_layout`` of the models in the summary; ``labels`` to the registry's labels.
     ``ceilings`` (``{(parent, child): share}``): each band's share is annotated beside its seed ceiling. A model
     matched on several samples (one per pair) is drawn with the most features live on any of them.
+    ``share_intervals`` (``{(parent, child): interval}``, ``core.intervals`` records): each share's 95% interval
+    is printed beside it.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -53,7 +56,11 @@ def plot_feature_flow(
         s = (1 - np.cos(np.pi * (xs - xs[0]) / (xs[-1] - xs[0]))) / 2  # smooth S-shaped band
         top = y0_top + (y1_top - y0_top) * s
         ax.fill_between(xs, top - thick, top, color=colours(k), alpha=0.5, lw=0)
-        note = f"{int(row['persisting'])} ({row['persisting_share']:.1%} of child"
+        note = f"{int(row['persisting'])} ({row['persisting_share']:.1%}"
+        interval = (share_intervals or {}).get((p, c))
+        if interval:
+            note += f" [{interval['low']:.1%}, {interval['high']:.1%}]"
+        note += " of child"
         ceiling = (ceilings or {}).get((p, c))
         note += f"; ceiling {ceiling:.1%})" if ceiling is not None and np.isfinite(ceiling) else ")"
         ax.text(xs[50], top[50] + 0.015, note, ha="center", va="bottom", fontsize=8, color=colours(k))

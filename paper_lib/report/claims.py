@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..core import intervals as iv
 from .inputs import Figures, NotRun
 
 REPRODUCED = "reproduced"
@@ -60,6 +61,51 @@ def number(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if is_number(value) else "n/a"
 
 
+def value_of(record):
+    """The point value of an interval record, or ``record`` itself when it is a bare number (or None)."""
+    return record["value"] if iv.is_interval(record) else record
+
+
+def with_interval(record, fmt: Callable | None = None) -> str:
+    """A value with its 95% interval, each end formatted by ``fmt`` (default ``number``): ``'28.5% [26.6%,
+    30.4%]'``; a bare value where there is no interval; the range over seeds is written 'seeds lo–hi'."""
+    fmt = fmt or number
+    if not iv.is_interval(record):
+        return fmt(record)
+    if record.get("confidence") is None:  # a range over seeds, not a confidence interval
+        return f"{fmt(record['value'])} (seeds {fmt(record['low'])}–{fmt(record['high'])})"
+    return f"{fmt(record['value'])} [{fmt(record['low'])}, {fmt(record['high'])}]"
+
+
+def envelope(*records) -> dict | None:
+    """One interval that covers every given interval (e.g. a bootstrap interval over features and the range over
+    SAE seeds): the verdicts read the widest honest uncertainty. ``None`` when none is an interval."""
+    found = [r for r in records if iv.is_interval(r)]
+    if not found:
+        return None
+    first = found[0]
+    return {**first, "low": min(r["low"] for r in found), "high": max(r["high"] for r in found),
+            "method": "; ".join(dict.fromkeys(r["method"] for r in found))}
+
+
+def methods_of(*records) -> list[str]:
+    """The distinct interval methods of the given records (nested lists and dicts searched), in order."""
+    found: list[str] = []
+
+    def walk(x):
+        if iv.is_interval(x):
+            found.append(x["method"])
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+
+    walk(records)
+    return list(dict.fromkeys(found))
+
+
 def count(n) -> str:
     """A count with thousands separators: ``2048 -> '2,048'``; 'n/a' if undefined."""
     return f"{int(n):,}" if is_number(n) else "n/a"
@@ -93,6 +139,7 @@ class Claim:
     ours: str
     verdict: str
     reason: str
+    intervals: str = ""  # how the intervals in ``ours`` were made (95% unless a range over seeds)
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -100,10 +147,11 @@ class Claim:
 
     def markdown(self) -> str:
         """The claim as a Markdown paragraph (for notebooks)."""
-        return (
+        text = (
             f"**{self.figure} · {self.statement}** Paper: {self.paper}. Ours: {self.ours}. "
             f"**Verdict: {self.verdict}.** {self.reason}"
         )
+        return text + (f" *Intervals: {self.intervals}.*" if self.intervals else "")
 
 
 class Verdict(NamedTuple):
@@ -133,12 +181,15 @@ class ClaimSpec:
     paper: str
     build: Callable[[Figures, ClaimSpec], Claim | list[Claim]]
 
-    def claim(self, ours: str, verdict: Verdict, context: str = "", **override) -> Claim:
-        """This spec's Claim with ``ours`` and ``verdict`` (its sentence, then ``context``); ``override`` replaces
-        fields such as ``id`` or ``statement`` for claims that expand into one row per method."""
+    def claim(self, ours: str, verdict: Verdict, context: str = "", intervals: Sequence[str] | str = (),
+              **override) -> Claim:
+        """This spec's Claim with ``ours`` and ``verdict`` (its sentence, then ``context``); ``intervals`` names how
+        the intervals in ``ours`` were made (``methods_of``); ``override`` replaces fields such as ``id`` or
+        ``statement`` for claims that expand into one row per method."""
         reason = " ".join(sentence(part) for part in (verdict.why, context) if part)
         fields = {"id": self.id, "figure": self.figure, "statement": self.statement, "paper": self.paper}
-        return Claim(**{**fields, **override}, ours=ours, verdict=verdict.verdict, reason=reason)
+        how = intervals if isinstance(intervals, str) else "; ".join(dict.fromkeys(intervals))
+        return Claim(**{**fields, **override}, ours=ours, verdict=verdict.verdict, reason=reason, intervals=how)
 
     def evaluate(self, figures: Figures) -> list[Claim]:
         """The claim(s) from ``figures``; one "not run" row when an input is absent."""
@@ -182,88 +233,163 @@ def scale_note(scale_gaps: Sequence[str], shown: int = 2) -> str:
     return f"the run is not at the paper's scale ({'; '.join(gaps[:shown])}{more})"
 
 
+def _bounds(record) -> tuple[float, float, float] | None:
+    """(value, low, high) of an interval record; (v, v, v) for a bare number; None when undefined."""
+    if iv.is_interval(record):
+        return record["value"], record["low"], record["high"]
+    return (record, record, record) if is_number(record) else None
+
+
 def numeric_verdict(ours, paper: float, tolerance: float, digits: int = 4, scale_gaps: Sequence[str] = ()) -> Verdict:
     """A numeric claim: not comparable when the run is not at the paper's scale (``scale_gaps`` names what
     differs: a number that depends on model size, tokenizer and data cannot be compared across them);
-    otherwise reproduced when |ours - paper| <= ``tolerance``, differs when further."""
+    otherwise reproduced when the paper's number lies inside our interval widened by ``tolerance`` (the
+    resolution of the measurement, e.g. a sweep's spacing), differs when outside it. A bare number is its own
+    interval."""
     if scale_gaps:
         return Verdict(NOT_COMPARABLE, scale_note(scale_gaps))
-    if not is_number(ours):
+    bounds = _bounds(ours)
+    if bounds is None:
         return Verdict(CANNOT_TELL, "our value is undefined")
-    gap = abs(ours - paper)
-    if gap <= tolerance:
+    value, low, high = bounds
+    span = (f"{number(value, digits)}" if low == high else
+            f"{number(value, digits)} (interval {number(low, digits)} to {number(high, digits)})")
+    if low - tolerance <= paper <= high + tolerance:
         return Verdict(REPRODUCED,
-                       f"{number(ours, digits)} is within {number(tolerance, digits)} of {number(paper, digits)}")
+                       f"the paper's {number(paper, digits)} lies within {number(tolerance, digits)} of ours, {span}")
     return Verdict(DIFFERS,
-                   f"{number(ours, digits)} is more than {number(tolerance, digits)} from {number(paper, digits)}")
+                   f"the paper's {number(paper, digits)} lies more than {number(tolerance, digits)} from ours, {span}")
+
+
+def _side(record, cut: float) -> int | None:
+    """+1 when the whole interval is at or above ``cut``, -1 when wholly below, 0 when it straddles; None if
+    undefined."""
+    bounds = _bounds(record)
+    if bounds is None:
+        return None
+    _, low, high = bounds
+    return 1 if low >= cut else -1 if high < cut else 0
 
 
 def few_verdict(share, cut: float = FEW_CUT) -> Verdict:
-    """'Very few persist', read as leniently as possible: reproduced when the share is below ``cut``."""
-    if not is_number(share):
+    """'Very few persist', read as leniently as possible: reproduced when the share's interval lies below
+    ``cut``, differs when it lies at or above it, cannot tell when it straddles it."""
+    side = _side(share, cut)
+    shown = with_interval(share, percent)
+    if side is None:
         return Verdict(CANNOT_TELL, "the share is undefined")
-    if share < cut:
-        return Verdict(REPRODUCED, f"{percent(share)} is below {percent(cut, 0)}")
-    return Verdict(DIFFERS, f"{percent(share)} persist, not fewer than {percent(cut, 0)}")
+    if side < 0:
+        return Verdict(REPRODUCED, f"{shown} is below {percent(cut, 0)}")
+    if side > 0:
+        return Verdict(DIFFERS, f"{shown} persist, not fewer than {percent(cut, 0)}")
+    return Verdict(CANNOT_TELL, f"{shown} straddles {percent(cut, 0)}")
 
 
 def persistence_verdict(share, ceiling, floor, fraction=None, cut: float = CEILING_CUT) -> Verdict:
     """Persistence across a fine-tune against its controls. ``ceiling``: the same statistic between two SAE
     seeds of the child model; ``floor``: against an unrelated model. Cannot tell when the ceiling does not stand
     above the floor (the statistic cannot tell one model from an unrelated one); reproduced ("few persist")
-    when ``share`` is below ``cut`` of the ceiling; differs when at or above it (features survive the fine-tune
-    about as often as they survive a change of SAE seed). ``fraction`` is share / ceiling if already computed."""
-    if not (is_number(share) and is_number(ceiling)):
+    when ``share`` / ``ceiling`` lies below ``cut``; differs when at or above it (features survive the
+    fine-tune about as often as they survive a change of SAE seed); cannot tell when the interval of the
+    fraction straddles ``cut``. Each argument may be a number or an interval record; ``fraction`` is the
+    fraction of the ceiling (with its interval) where already computed."""
+    share_value, ceiling_value = value_of(share), value_of(ceiling)
+    if not (is_number(share_value) and is_number(ceiling_value)):
         return Verdict(CANNOT_TELL, "the share or its ceiling is undefined")
-    if is_number(floor) and ceiling <= floor:
+    floor_value = value_of(floor)
+    if is_number(floor_value) and ceiling_value <= floor_value:
         return Verdict(CANNOT_TELL,
-                       f"the ceiling ({percent(ceiling)}) does not stand above the floor ({percent(floor)})")
-    if not is_number(fraction):
-        fraction = share / ceiling if ceiling > 0 else None
-    if not is_number(fraction):
+                       f"the ceiling ({percent(ceiling_value)}) does not stand above the floor ({percent(floor_value)})")
+    if value_of(fraction) is None:
+        fraction = share_value / ceiling_value if ceiling_value > 0 else None
+    if not is_number(value_of(fraction)):
         return Verdict(CANNOT_TELL, "the ceiling is zero")
-    said = f"{percent(share)} persist, {percent(fraction)} of the ceiling ({percent(ceiling)})"
-    if is_number(floor) and share <= floor:
-        return Verdict(REPRODUCED, f"{percent(share)} persist, no more than the floor ({percent(floor)})")
-    if fraction < cut:
+    said = f"{percent(share_value)} persist, {with_interval(fraction, percent)} of the ceiling ({percent(ceiling_value)})"
+    share_high = share["high"] if iv.is_interval(share) else share_value
+    if is_number(floor_value) and share_high <= floor_value:
+        return Verdict(REPRODUCED, f"{percent(share_value)} persist, no more than the floor ({percent(floor_value)})")
+    side = _side(fraction, cut)
+    if side < 0:
         return Verdict(REPRODUCED, f"{said}: fewer than {percent(cut, 0)} of what two seeds of the child share")
-    return Verdict(DIFFERS, f"{said}: features survive the fine-tune at least {percent(cut, 0)} as often as a "
-                            "change of SAE seed")
+    if side > 0:
+        return Verdict(DIFFERS, f"{said}: features survive the fine-tune at least {percent(cut, 0)} as often as a "
+                                "change of SAE seed")
+    return Verdict(CANNOT_TELL, f"{said}: the interval straddles {percent(cut, 0)} of the ceiling")
 
 
 def threshold_verdict(r, threshold: float, paper_persists: bool) -> Verdict:
     """A feature-matching claim: the feature persists when its best match reaches ``threshold``; reproduced
-    when that agrees with the paper (``paper_persists``)."""
-    if not is_number(r):
+    when that agrees with the paper (``paper_persists``). With an interval for r: persists when the whole
+    interval reaches the threshold, does not when it lies wholly below, cannot tell when it straddles it."""
+    value = value_of(r)
+    if not is_number(value):
         return Verdict(CANNOT_TELL, "no best match was found (the feature is silent on the matching sample)")
-    persists = r >= threshold
-    digits = telling_digits(r, threshold)
-    said = (f"best-match r = {r_value(r, digits)} is {'at or above' if persists else 'below'} the threshold "
+    digits = telling_digits(value, threshold)
+    shown = with_interval(r, lambda x: r_value(x, digits))
+    side = _side(r, threshold)
+    if side == 0:
+        return Verdict(CANNOT_TELL, f"best-match r = {shown} straddles the threshold {r_value(threshold)}")
+    persists = side > 0
+    said = (f"best-match r = {shown} is {'at or above' if persists else 'below'} the threshold "
             f"{r_value(threshold)}")
     return Verdict(REPRODUCED if persists == paper_persists else DIFFERS, said)
 
 
-def mostly_verdict(share, baseline=None, cut: float = MOSTLY_CUT, group: str = "the comparison group") -> Verdict:
-    """'Mostly X': reproduced when ``share`` is a majority (above ``cut``) and above ``baseline``, the same share
-    in a comparison ``group``, where that is defined; differs otherwise."""
-    if not is_number(share):
+def mostly_verdict(share, baseline=None, cut: float = MOSTLY_CUT, group: str = "the comparison group",
+                   difference=None) -> Verdict:
+    """'Mostly X': reproduced when ``share`` is a majority (its interval above ``cut``) and above ``baseline``,
+    the same share in a comparison ``group``, where that is defined (``difference``: the interval of share -
+    baseline, when known); differs when either clearly fails; cannot tell when an interval straddles."""
+    value = value_of(share)
+    if not is_number(value):
         return Verdict(CANNOT_TELL, "the share is undefined (no features in the group)")
-    majority = share > cut
-    said = f"{percent(share)}, {'a' if majority else 'not a'} majority"
-    if not is_number(baseline):
-        return Verdict(REPRODUCED if majority else DIFFERS, f"{said} (nothing to compare in {group})")
-    above = share > baseline
-    said += f", {'above' if above else 'not above'} the {percent(baseline)} among {group}"
-    return Verdict(REPRODUCED if majority and above else DIFFERS, said)
+    low, high = (share["low"], share["high"]) if iv.is_interval(share) else (value, value)
+    majority = 1 if low > cut else -1 if high <= cut else 0
+    said = f"{with_interval(share, percent)}, {({1: 'a', -1: 'not a', 0: 'perhaps a'})[majority]} majority"
+    base_value = value_of(baseline)
+    if not is_number(base_value):
+        above = 1
+        said += f" (nothing to compare in {group})"
+    else:
+        if iv.is_interval(difference):
+            above = 1 if difference["low"] > 0 else -1 if difference["high"] <= 0 else 0
+            gap = f" (difference {with_interval(difference, percent)})"
+        else:
+            above = 1 if value > base_value else -1
+            gap = ""
+        said += f", {({1: 'above', -1: 'not above', 0: 'not clearly above'})[above]} the {percent(base_value)} among {group}{gap}"
+    if majority < 0 or above < 0:
+        return Verdict(DIFFERS, said)
+    if majority == 0 or above == 0:
+        return Verdict(CANNOT_TELL, said)
+    return Verdict(REPRODUCED, said)
 
 
 def range_verdict(value, low: float, high: float, digits: int = 1) -> Verdict:
-    """A value the paper places in a range [low, high): reproduced inside it, differs outside."""
-    if not is_number(value):
+    """A value the paper places in a range [low, high): reproduced when our interval lies inside it, differs when
+    it lies outside, cannot tell when it crosses an end."""
+    bounds = _bounds(value)
+    if bounds is None:
         return Verdict(CANNOT_TELL, "the value is undefined")
-    inside = low <= value < high
-    where = "inside" if inside else "outside"
-    return Verdict(REPRODUCED if inside else DIFFERS, f"{number(value, digits)} is {where} [{low:g}, {high:g})")
+    _, lo, hi = bounds
+    shown = with_interval(value, lambda x: number(x, digits))
+    if low <= lo and hi < high:
+        return Verdict(REPRODUCED, f"{shown} is inside [{low:g}, {high:g})")
+    if hi < low or lo >= high:
+        return Verdict(DIFFERS, f"{shown} is outside [{low:g}, {high:g})")
+    return Verdict(CANNOT_TELL, f"{shown} crosses an end of [{low:g}, {high:g})")
+
+
+def sign_verdict(record, paper: bool | None, what: str) -> Verdict:
+    """A direction read from an interval of a difference (``what`` phrased so that a positive difference means
+    it holds): holds when the interval lies above 0, fails when below, cannot tell when it contains 0."""
+    if not iv.is_interval(record):
+        return direction_verdict(record > 0 if is_number(record) else None, paper, what)
+    side = iv.sign(record)
+    if side == 0:
+        return Verdict(CANNOT_TELL, f"{what}: the interval of the difference contains 0 "
+                                    f"({with_interval(record)})")
+    return direction_verdict(side > 0, paper, what)
 
 
 def combine(verdicts: Iterable[Verdict], labels: Sequence[str] | None = None, unit: str = "pairs") -> Verdict:

@@ -9,17 +9,22 @@ from .claims import (
     combine,
     count,
     direction_verdict,
+    envelope,
     few_verdict,
     is_number,
     listing,
+    methods_of,
     mostly_verdict,
     n_of,
     percent,
     persistence_verdict,
     r_value,
+    sign_verdict,
     statistic_differs,
     telling_digits,
     threshold_verdict,
+    value_of,
+    with_interval,
 )
 from .inputs import Figures, NotRun, ReportError
 from .model_claims import label
@@ -60,20 +65,22 @@ def released_protocol(figures: Figures, spec: ClaimSpec):
         raise NotRun(f"{MATCHING}.json 'controls' has no {RELEASED[0]}-mode threshold rows")
     labels = [pair_label(r["parent"], r["child"]) for r in rows]
     parts = []
-    for name, r in zip(labels, rows):
-        part = f"{name} {percent(r['shared_init_persisting_share'])}"
+    shared = [r.get("shared_init_persisting_share_interval") or r["shared_init_persisting_share"] for r in rows]
+    for name, r, share in zip(labels, rows, shared):
+        part = f"{name} {with_interval(share, percent)}"
         if is_number(r.get("shared_init_same_index_matches")):
             part += f" ({count(r['shared_init_same_index_matches'])} matched at the parent's own index)"
-        independent = r.get("independent_init_persisting_share", r["persisting_share"])
-        parts.append(part + f"; with independent seeds {percent(independent)}")
-    verdict = combine([few_verdict(r["shared_init_persisting_share"]) for r in rows], labels)
+        independent = (r.get("independent_init_persisting_share_interval")
+                       or r.get("independent_init_persisting_share", r["persisting_share"]))
+        parts.append(part + f"; with independent seeds {with_interval(independent, percent)}")
+    verdict = combine([few_verdict(share) for share in shared], labels)
     support = rows[0]["min_support"]
     context = (f"one SAE seed for every model, token mode at r ≥ {r_value(rows[0]['threshold'])} with at least "
                f"{support} shared token strings"
                + (f" (the released code: {RELEASED_MIN_SUPPORT})" if support != RELEASED_MIN_SUPPORT else ""))
     if rows[0].get("sample"):
         context += f", on each pair's sample ({', '.join(dict.fromkeys(str(r['sample']) for r in rows))})"
-    return spec.claim("; ".join(parts), verdict, context)
+    return spec.claim("; ".join(parts), verdict, context, intervals=methods_of(shared))
 
 
 def _ordered(values, known) -> list[str]:
@@ -92,18 +99,35 @@ def against_controls(figures: Figures, spec: ClaimSpec):
                 continue
             how = ASSIGNMENTS.get(assignment, f"{assignment} assignment")
             labels = [pair_label(r["parent"], r["child"]) for r in group]
+            shares = [r.get("persisting_share_interval") or r["persisting_share"] for r in group]
+            ceilings = [r.get("ceiling_share_interval") or r["ceiling_share"] for r in group]
+            # the verdict reads the fraction of the ceiling with the wider of its two uncertainties: the bootstrap
+            # over features and the range over draws of the SAE seeds
+            fractions = [envelope(r.get("fraction_of_ceiling_interval"), r.get("fraction_of_ceiling_seeds"))
+                         or r["fraction_of_ceiling"] for r in group]
             ours = "; ".join(
-                f"{name} {percent(r['persisting_share'])} (ceiling {percent(r['ceiling_share'])}, floors "
-                f"{percent(r['floor_null_model_share'])} untrained model, "
-                f"{percent(r['floor_permuted_share'])} permuted)" for name, r in zip(labels, group))
-            verdicts = [persistence_verdict(r["persisting_share"], r["ceiling_share"], _floor(r),
-                                            r["fraction_of_ceiling"]) for r in group]
+                f"{name} {with_interval(share, percent)}"
+                + (f", seeds {percent(r['persisting_share_seeds']['low'])}–{percent(r['persisting_share_seeds']['high'])}"
+                   if r.get("persisting_share_seeds") else "")
+                + f" (ceiling {with_interval(ceiling, percent)}, floors "
+                f"{with_interval(r.get('floor_null_model_share_interval') or r['floor_null_model_share'], percent)} "
+                "untrained model, "
+                f"{with_interval(r.get('floor_permuted_share_interval') or r['floor_permuted_share'], percent)} "
+                "permuted)"
+                for name, r, share, ceiling in zip(labels, group, shares, ceilings))
+            verdicts = [persistence_verdict(share, ceiling, _floor(r), fraction)
+                        for r, share, ceiling, fraction in zip(group, shares, ceilings, fractions)]
             seeding = f"SAEs seeded {group[0]['seeding']}" if group[0].get("seeding") else "independent SAE seeds"
             context = (f"{seeding}, {method} matching with {how} at threshold "
                        f"{r_value(group[0]['threshold'])}; ceiling: two SAE seeds of the child model; floor: the "
-                       "higher of the two nulls")
+                       "higher of the two nulls; the fraction of the ceiling is read with the wider of its "
+                       "bootstrap interval and its range over three draws of the SAE seeds")
             claims.append(spec.claim(ours, combine(verdicts, labels), context, id=f"{spec.id}-{method}-{assignment}",
-                                     statement=f"{spec.statement} ({method}, {how})"))
+                                     statement=f"{spec.statement} ({method}, {how})",
+                                     intervals=methods_of(shares, ceilings, fractions,
+                                                          [r.get("persisting_share_seeds") for r in group],
+                                                          [r.get("floor_null_model_share_interval") for r in group],
+                                                          [r.get("floor_permuted_share_interval") for r in group])))
     return claims
 
 
@@ -114,23 +138,28 @@ def formatting_features(figures: Figures, spec: ClaimSpec):
     for mode in [m for m in METHODS if any(r["mode"] == m for r in rows)]:
         pairs = list(dict.fromkeys(r["pair"] for r in rows if r["mode"] == mode))
         share = {(r["pair"], r["group"]): r for r in rows if r["mode"] == mode}
-        parts, verdicts = [], []
+        parts, verdicts, methods = [], [], []
         for pair in pairs:
             kept, new = share.get((pair, "persisting")), share.get((pair, "emerging"))
             if kept is None:
                 raise ReportError(f"{figures.where(MATCHING)}: 'token_categories' has no persisting row for {pair} "
                                   f"({mode})")
-            part = f"{pair_label(pair)}: {percent(kept['formatting_share'])} of {count(kept['n_features'])} persisting"
+            kept_share = kept.get("formatting_share_interval") or kept["formatting_share"]
+            part = f"{pair_label(pair)}: {with_interval(kept_share, percent)} of {count(kept['n_features'])} persisting"
             if new:
-                part += f" vs {percent(new['formatting_share'])} of {count(new['n_features'])} emerging"
+                new_share = new.get("formatting_share_interval") or new["formatting_share"]
+                part += f" vs {with_interval(new_share, percent)} of {count(new['n_features'])} emerging"
+                methods += methods_of(new_share)
             parts.append(part)
-            verdicts.append(mostly_verdict(kept["formatting_share"], new["formatting_share"] if new else None,
-                                           group="emerging features"))
+            methods += methods_of(kept_share, kept.get("difference_from_emerging_interval"))
+            verdicts.append(mostly_verdict(kept_share, new["formatting_share"] if new else None,
+                                           group="emerging features",
+                                           difference=kept.get("difference_from_emerging_interval")))
         context = ("a feature counts as formatting when its top token string is punctuation, whitespace or "
                    "formatting (a rule, not a reading of the feature)")
         claims.append(spec.claim("; ".join(parts), combine(verdicts, [pair_label(p) for p in pairs]), context,
-                                 id=f"{spec.id}-{mode}",
-                                 statement=f"{spec.statement} ({mode} matching)"))
+                                 id=f"{spec.id}-{mode}", statement=f"{spec.statement} ({mode} matching)",
+                                 intervals=methods))
     return claims
 
 
@@ -145,9 +174,18 @@ def _cases(figures: Figures, concept: str) -> tuple[dict, list[dict], float, str
     return base, [r for r in rows if r is not base], threshold, mode
 
 
+def _iv(row: dict, name: str):
+    """A case-study number as its interval record where the row has one, else the bare number."""
+    return row.get(f"{name}_interval") or row[name]
+
+
 def _found(base: dict) -> str:
-    return (f"{label(base['model'])} #{base['feature']} (label r {r_value(base['label_pearson'])}, "
-            f"F1 {r_value(base['label_f1'])})")
+    return (f"{label(base['model'])} #{base['feature']} (label r {with_interval(_iv(base, 'label_pearson'), r_value)}, "
+            f"F1 {with_interval(_iv(base, 'label_f1'), r_value)})")
+
+
+def _case_methods(rows: list[dict]) -> list[str]:
+    return methods_of([{k: v for k, v in r.items() if k.endswith("_interval")} for r in rows])
 
 
 def _feature(row: dict) -> str:
@@ -159,11 +197,11 @@ def _feature(row: dict) -> str:
 def _match(row: dict, threshold: float) -> str:
     hops = row["route"].count("->")
     def shown(r) -> str:
-        return r_value(r, telling_digits(r, threshold))
+        return with_interval(r, lambda x: r_value(x, telling_digits(value_of(r), threshold)))
 
     via = f" via {listing([label(m) for m in row['route'].split(' -> ')[1:-1]])}" if hops > 1 else ""
-    weakest = f", weakest hop {shown(row['route_min_corr'])}" if hops > 1 else ""
-    return f"{_feature(row)} r = {shown(row['corr'])}{via}{weakest}"
+    weakest = f", weakest hop {shown(_iv(row, 'route_min_corr'))}" if hops > 1 else ""
+    return f"{_feature(row)} r = {shown(_iv(row, 'corr'))}{via}{weakest}"
 
 
 def _snippet_correlations(figures: Figures, name: str) -> list[dict]:
@@ -180,12 +218,13 @@ def assignment_everywhere(figures: Figures, spec: ClaimSpec):
     passing = [r for r in others if r["matched"]]
     ours = (f"{_found(base)}; best matches: {'; '.join(_match(r, threshold) for r in others)}; "
             f"{n_of(len(passing), len(others))} pass r ≥ {r_value(threshold)} ({mode} matching)")
-    verdicts = [threshold_verdict(r["route_min_corr"], threshold, True) for r in others]
+    verdicts = [threshold_verdict(_iv(r, "route_min_corr"), threshold, True) for r in others]
     context = []
     for r in others:
         if not r["matched"] and is_number(r["best_label_pearson"]):
             context.append(f"best feature for the labels in {label(r['model'])}: #{r['best_label_feature']} "
-                           f"(label r {r_value(r['best_label_pearson'])}; the match's {r_value(r['label_pearson'])})")
+                           f"(label r {with_interval(_iv(r, 'best_label_pearson'), r_value)}; the match's "
+                           f"{with_interval(_iv(r, 'label_pearson'), r_value)})")
     shown = _snippet_correlations(figures, "06_variable_assignment")
     if shown:
         values = [r["corr"] for r in shown]
@@ -196,7 +235,7 @@ def assignment_everywhere(figures: Figures, spec: ClaimSpec):
         context.append(f"{n_of(len(same), len(others))} matches carry BabyPython's index #{base['feature']} (equal "
                        "indices are expected where SAEs start from identical weights)")
     verdict = combine(verdicts, [label(r["model"]) for r in others], unit="models")
-    return spec.claim(ours, verdict, "; ".join(context))
+    return spec.claim(ours, verdict, "; ".join(context), intervals=_case_methods([base, *others]))
 
 
 def exception_disappears(figures: Figures, spec: ClaimSpec):
@@ -204,7 +243,7 @@ def exception_disappears(figures: Figures, spec: ClaimSpec):
     lua = next((r for r in others if r["model"] == "lua"), None)
     if lua is None:
         raise NotRun(f"{CASES}.json has no python_exception row for Lua")
-    r = r_value(lua["corr"], telling_digits(lua["corr"], threshold))
+    r = with_interval(_iv(lua, "corr"), lambda x: r_value(x, telling_digits(lua["corr"], threshold)))
     ours = f"{_found(base)}; its best match {_feature(lua)} at r = {r} ({mode} matching)"
     context = []
     shown = [r for r in _snippet_correlations(figures, "06_python_exception")
@@ -212,21 +251,55 @@ def exception_disappears(figures: Figures, spec: ClaimSpec):
     if shown:
         context.append(f"on the text of Figure 4 the two correlate at r = {r_value(shown[0]['corr'])}")
     if is_number(lua["label_pearson"]):
-        context.append(f"the Lua match follows the exception labels with r {r_value(lua['label_pearson'])} against "
-                       f"BabyPython's {r_value(base['label_pearson'])} (F1 {r_value(lua['label_f1'])} against "
-                       f"{r_value(base['label_f1'])}); best feature for the labels in Lua: "
-                       f"#{lua['best_label_feature']} (r {r_value(lua['best_label_pearson'])})")
-    return spec.claim(ours, threshold_verdict(lua["corr"], threshold, False), "; ".join(context))
+        context.append(f"the Lua match follows the exception labels with r "
+                       f"{with_interval(_iv(lua, 'label_pearson'), r_value)} against BabyPython's "
+                       f"{with_interval(_iv(base, 'label_pearson'), r_value)} (F1 "
+                       f"{with_interval(_iv(lua, 'label_f1'), r_value)} against "
+                       f"{with_interval(_iv(base, 'label_f1'), r_value)}); best feature for the labels in Lua: "
+                       f"#{lua['best_label_feature']} (r {with_interval(_iv(lua, 'best_label_pearson'), r_value)})")
+    return spec.claim(ours, threshold_verdict(_iv(lua, "corr"), threshold, False), "; ".join(context),
+                      intervals=_case_methods([base, lua]))
+
+
+_SIDE = {1: "persisting features are explained better", -1: "persisting features are explained worse",
+         0: "cannot tell which group is explained better"}
+
+
+def _comparison(result: dict | None) -> str:
+    """'persisting - Lua: 0.10 [0.01, 0.20] (persisting features are explained better)'."""
+    if not result or not result.get("difference"):
+        return "too few features scored to compare"
+    return f"persisting − Lua mean {with_interval(result['difference'], r_value)} ({_SIDE[result['direction']]})"
 
 
 def autointerp_groups(figures: Figures, spec: ClaimSpec):
     rows = figures.records("07_autointerp", "summary", fields=("group", "label", "mean", "median", "n", "n_scored",
                                                                "backend", "model"))
-    ours = "; ".join(f"{r['label']}: mean {r_value(r['mean'])}, median {r_value(r['median'])} "
-                     f"({n_of(r['n_scored'], r['n'])} scored)" for r in rows)
+    means = [r.get("mean_interval") or r["mean"] for r in rows]
+    ours = "; ".join(f"{r['label']}: mean {with_interval(mean, r_value)}, median {r_value(r['median'])} "
+                     f"({n_of(r['n_scored'], r['n'])} scored)" for r, mean in zip(rows, means))
     backends = sorted({r["backend"] for r in rows if r["backend"]})
     models = sorted({r["model"] for r in rows if r["model"]})
     ours += f"; backend {', '.join(backends) or 'none'} ({', '.join(models) or 'no model'})"
+    payload = figures.data("07_autointerp")
+    comparison, other = payload.get("comparison"), payload.get("other_seed")
+    context, methods = [], methods_of(means)
+    if comparison:
+        ours += f"; {_comparison(comparison)}"
+        methods += methods_of(comparison.get("difference"))
+        if comparison.get("features_needed"):
+            context.append(f"an interval narrower than the measured difference on each side needs about "
+                           f"{count(comparison['features_needed'])} scored features per group (scored here: "
+                           f"{count(comparison['n_scored']['lua'])} Lua, "
+                           f"{count(comparison['n_scored']['luastories_persisting'])} persisting)"
+                           + (f", about {comparison['seconds_needed']:.0f} s of scoring at this run's rate"
+                              if is_number(comparison.get("seconds_needed")) else ""))
+    if comparison and other:
+        same = other.get("direction") == comparison.get("direction")
+        context.append(f"with every model's other SAE seed ({other.get('seeding')}): {_comparison(other)}, "
+                       + ("the same reading" if same else "a different reading: the comparison does not survive a "
+                          "change of SAE seed"))
+        methods += methods_of(other.get("difference"))
     by_group = {r["group"]: r for r in rows}
     lua, kept = by_group.get("lua"), by_group.get("luastories_persisting")
     if backends == ["offline"]:
@@ -234,11 +307,14 @@ def autointerp_groups(figures: Figures, spec: ClaimSpec):
                                     "language model; the paper's explainer and simulator are a large language model")
     elif not backends:
         verdict = Verdict(CANNOT_TELL, "no feature was scored")
+    elif comparison and comparison.get("difference"):
+        verdict = sign_verdict(comparison["difference"], None, "persisting features' mean score above the Lua "
+                               "features'")
     else:
         higher = (kept["median"] >= lua["median"] if lua and kept and is_number(kept["median"])
                   and is_number(lua["median"]) else None)
         verdict = direction_verdict(higher, None, "persisting features' median score at least the Lua features'")
-    return spec.claim(ours, verdict)
+    return spec.claim(ours, verdict, "; ".join(context), intervals=methods)
 
 
 FEATURE_SPECS = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .claims import percent as _pct
+from .claims import with_interval
 from .model_claims import label as _label
 
 
@@ -24,19 +25,28 @@ def matching_sentences(data: dict, method: str = "position", assignment: str = "
     lines.append(f"**Persistence beside its controls** ({method} Pearson r ≥ {threshold}, {assignment}-to-"
                  f"{'many' if assignment == 'many' else 'one'}, at least {rows[0]['min_support']} co-active "
                  "positions):")
+    def shown(r: dict, name: str, digits: int = 1) -> str:  # a share with its 95% interval where saved
+        return with_interval(r.get(f"{name}_interval") or r.get(name), lambda x: _pct(x, digits))
+
     for r in rows:
+        seeds = r.get("persisting_share_seeds")
+        spread = (f" (over three draws of the SAE seeds {_pct(seeds['low'])}–{_pct(seeds['high'])})"
+                  if isinstance(seeds, dict) else "")
         lines.append(
-            f"- {_label(r.get('parent'))} → {_label(r.get('child'))} (on {r.get('sample')}): {_pct(r.get('persisting_share'))} of "
-            f"{_label(r.get('child'))}'s {r.get('child_live_on_sample', 'n/a')} features active on the sample persist; the seed "
-            f"ceiling is {_pct(r.get('ceiling_share'))}, so the pair keeps {_pct(r.get('fraction_of_ceiling'), 0)} of what "
-            f"two seeds of {_label(r.get('child'))} agree on. Floors: {_pct(r.get('floor_null_model_share'))} against the "
-            f"untrained model's SAE, {_pct(r.get('floor_permuted_share'))} with positions shuffled."
+            f"- {_label(r.get('parent'))} → {_label(r.get('child'))} (on {r.get('sample')}): {shown(r, 'persisting_share')} of "
+            f"{_label(r.get('child'))}'s {r.get('child_live_on_sample', 'n/a')} features active on the sample persist"
+            f"{spread}; the seed ceiling is {shown(r, 'ceiling_share')}, so the pair keeps "
+            f"{shown(r, 'fraction_of_ceiling', 0)} of what two seeds of {_label(r.get('child'))} agree on. Floors: "
+            f"{shown(r, 'floor_null_model_share')} against the untrained model's SAE, "
+            f"{shown(r, 'floor_permuted_share')} with positions shuffled."
         )
+    lines.append("\nBrackets are 95% intervals (bootstrap over the child's live features; Wilson's interval for a "
+                 "share of 0).")
     own = _rows(data, "model_ceilings", method=method, assignment=assignment)
     if own:
         lines.append(
             "\n**Seed ceilings on each model's own text** (two SAEs of one model, different seeds): "
-            + ", ".join(f"{_label(r.get('model'))} {_pct(r.get('ceiling_share'))}" for r in own) + "."
+            + ", ".join(f"{_label(r.get('model'))} {shown(r, 'ceiling_share')}" for r in own) + "."
         )
     shared = [(r, r["shared_init_persisting_share"] - r["independent_init_persisting_share"]) for r in rows
               if r.get("shared_init_persisting_share") is not None

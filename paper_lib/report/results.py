@@ -91,6 +91,12 @@ def build_results(figures_dir: Path | str) -> str:
          "paper's numbers and directions are from its text, figures and model cards. The verdict rules are the "
          "functions of `paper_lib/report/claims.py`."),
         "",
+        ("**Intervals.** A number in *ours* is followed by its 95% confidence interval in brackets, `[low, high]`; "
+         "*seeds lo–hi* is the range over draws of the SAE seeds. The last column names how each interval was "
+         "made (`paper_lib/core/intervals.py`). A verdict is *reproduced* only when the paper's number or "
+         "direction lies inside our interval, *differs* only when it lies outside, and otherwise *cannot tell at "
+         "this size*."),
+        "",
         profile_line,
     ]
     if gaps:
@@ -100,10 +106,10 @@ def build_results(figures_dir: Path | str) -> str:
     for section, claims in by_section.items():
         if not claims:
             continue
-        lines += ["", f"## {SECTION_TITLES[section]}", "", "| claim | paper | ours | verdict | why |",
-                  "|---|---|---|---|---|"]
+        lines += ["", f"## {SECTION_TITLES[section]}", "", "| claim | paper | ours | verdict | why | intervals |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {_cell(c.figure + ': ' + c.statement)} | {_cell(c.paper)} | {_cell(c.ours)} | "
-                  f"**{c.verdict}** | {_cell(c.reason)} |" for c in claims]
+                  f"**{c.verdict}** | {_cell(c.reason)} | {_cell(c.intervals or 'none')} |" for c in claims]
     return "\n".join(lines) + "\n"
 
 

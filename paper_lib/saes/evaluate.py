@@ -1,5 +1,6 @@
 """SAE diagnostics with SAELens's evaluation code (L0, dead features, variance explained, reconstruction score),
-and the tables and curves of notebook 04."""
+with bootstrap intervals over the evaluation blocks for L0 and explained variance, and the tables and curves of
+notebook 04."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core import intervals
 from ..core.artifacts import cached_step, read_json, record_benchmark, write_json_atomic
 from ..core.config import Config
 from ..core.registry import MODEL_NAMES, REGISTRY
 from ..data import DATA_CODE, corpora_fingerprints, sae_validation_blocks
 from ..models import load_hooked_lm
-from .encode import ENCODE_CODE, sae_hook
+from .encode import ENCODE_CODE, hook_activations, sae_hook
 from .store import load_sae, sae_dir, training_stats
 from .train import _quiet_sae_lens, _to_dataset
+
+EVAL_UNIT = "evaluation blocks"  # the unit the diagnostics' intervals resample
+# Interval fields of the diagnostics, flattened into notebook 04's table as <name>_low, <name>_high, <name>_method.
+INTERVAL_FIELDS = ("l0", "explained_variance")
+# How far a per-block recomputation may sit from SAELens's own number (float32 sums in different orders) before
+# it is taken to have read other text than the evaluation did.
+AGREEMENT_RTOL = 1e-3
 
 
 def _eval_batch_size(n_blocks: int, largest: int = 64) -> int:
@@ -56,7 +65,9 @@ def evaluate_sae(sae, model, blocks: torch.Tensor) -> dict[str, Any]:
     Returns L0, dead-feature fraction (never active on these blocks), explained variance, the cross-entropy
     of the clean model, with the SAE's reconstruction spliced into the hook, and with the hook zero-ablated,
     the reconstruction score (zero - reconstruction) / (zero - clean), the KL score, and the per-feature
-    activation frequency (``feature_frequency``, a list of d_sae floats).
+    activation frequency (``feature_frequency``, a list of d_sae floats). ``l0_interval`` and
+    ``explained_variance_interval`` (``core.intervals`` records around SAELens's numbers) come from a bootstrap
+    over the blocks (``block_statistics``): tokens of one block are not independent, blocks are.
     """
     from sae_lens.evals import EvalConfig, run_evals
     from sae_lens.training.activation_scaler import ActivationScaler
@@ -90,14 +101,23 @@ def evaluate_sae(sae, model, blocks: torch.Tensor) -> dict[str, Any]:
         )
     frequency = np.asarray(feature_metrics["feature_density"], dtype=np.float64)
     perf = metrics["model_performance_preservation"]
+    per_block = block_statistics(sae, model, blocks, batch)
+    l0 = metrics["sparsity"]["l0"]
+    explained_variance = metrics["reconstruction_quality"]["explained_variance"]
     return {
         "n_blocks": int(n_blocks),
         "n_tokens": int(n_blocks * ctx),
         "d_sae": int(sae.cfg.d_sae),
-        "l0": metrics["sparsity"]["l0"],
+        "l0": l0,
+        "l0_interval": _as_reported(intervals.mean_interval(per_block["l0"], unit=EVAL_UNIT), l0, "L0"),
         "l1": metrics["sparsity"]["l1"],
         "dead_fraction": float((frequency == 0).mean()),
-        "explained_variance": metrics["reconstruction_quality"]["explained_variance"],
+        "explained_variance": explained_variance,
+        "explained_variance_interval": _as_reported(
+            intervals.bootstrap((per_block["residual_ss"], per_block["total_ss"]), _explained_variance, unit=EVAL_UNIT,
+                                vectorized=True),
+            explained_variance, "explained variance",
+        ),
         "mse": metrics["reconstruction_quality"]["mse"],
         "cossim": metrics["reconstruction_quality"]["cossim"],
         "l2_ratio": metrics["shrinkage"]["l2_ratio"],
@@ -108,6 +128,52 @@ def evaluate_sae(sae, model, blocks: torch.Tensor) -> dict[str, Any]:
         "kl_div_score": metrics["model_behavior_preservation"]["kl_div_score"],
         "feature_frequency": frequency.tolist(),
     }
+
+
+@torch.no_grad()
+def block_statistics(sae, model, blocks: torch.Tensor, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Per block of ``blocks`` ``[n_blocks, ctx]`` (float64, ``[n_blocks]`` each): ``l0``, the mean number of
+    active features per token; ``residual_ss``, the squared reconstruction error summed over the block's tokens and
+    dimensions; ``total_ss``, the squared distance of its activations from the mean activation of all blocks.
+
+    Summed over blocks they give SAELens's definitions: L0 is the mean of ``l0`` (blocks are equally long) and
+    explained variance is 1 - sum(residual_ss) / sum(total_ss).
+    """
+    model = model.to(sae.device, print_details=False).eval()
+    hook = sae_hook(sae)
+    l0, residual, squares, sums = [], [], [], []
+    for start in range(0, len(blocks), batch_size):
+        acts_BCD = hook_activations(model, blocks[start : start + batch_size], hook, batch_size)
+        feats_BCF = sae.encode(acts_BCD.to(sae.device))
+        recon_BCD = sae.decode(feats_BCF).double().cpu()
+        x_BCD = acts_BCD.double()
+        l0.append((feats_BCF != 0).sum(-1).double().mean(-1).cpu())
+        residual.append((x_BCD - recon_BCD).pow(2).sum((1, 2)))
+        squares.append(x_BCD.pow(2).sum((1, 2)))
+        sums.append(x_BCD.sum(1))
+    sums_BD = torch.cat(sums)
+    ctx = blocks.shape[1]
+    mean_D = sums_BD.sum(0) / (len(blocks) * ctx)
+    # sum over a block's tokens of |x - mean|^2 = sum |x|^2 - 2 mean . sum x + ctx |mean|^2, in float64
+    total = torch.cat(squares) - 2 * sums_BD @ mean_D + ctx * mean_D.pow(2).sum()
+    return {"l0": torch.cat(l0).numpy(), "residual_ss": torch.cat(residual).numpy(),
+            "total_ss": total.clamp_min(0).numpy()}
+
+
+def _explained_variance(residual_ss, total_ss, axis=-1):
+    return 1 - residual_ss.sum(axis) / total_ss.sum(axis)
+
+
+def _as_reported(record: dict[str, Any], reported: float, what: str) -> dict[str, Any]:
+    """The interval around SAELens's own number, after checking that the per-block recomputation agrees with it
+    (they read the same blocks; a disagreement means they did not, and the interval would be about other text)."""
+    if not np.isclose(record["value"], reported, rtol=AGREEMENT_RTOL, atol=1e-6):
+        raise ValueError(
+            f"{what} per evaluation block gives {record['value']:.6g} where SAELens's evaluation gives {reported:.6g}: "
+            "the two read different tokens, so the interval would not be about the reported number."
+        )
+    return intervals.interval(reported, record["low"], record["high"], record["method"], record["n"],
+                              record["confidence"])
 
 
 def sae_diagnostics(cfg: Config, name: str, seeding: str | None = None) -> dict[str, Any]:
@@ -126,13 +192,17 @@ def sae_diagnostics(cfg: Config, name: str, seeding: str | None = None) -> dict[
         return {k: v for k, v in result.items() if k != "feature_frequency"}
 
     tag = "" if (seeding or cfg.sae.init) == "independent" else "-shared"
-    done = cached_step(cfg.profile, f"sae-eval-{name}{tag}", inputs, build, code=[*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train"])
+    code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train", "paper_lib.saes.evaluate", "paper_lib.core.intervals"]
+    done = cached_step(cfg.profile, f"sae-eval-{name}{tag}", inputs, build, code=code)
     return read_json(done / "diagnostics.json")
 
 
 def diagnostics_table(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NAMES, seeding: str | None = None):
     """One row per SAE: size, seed, L1 coefficient, L0, dead fraction, explained variance, reconstruction score,
-    timing (``seeding``: which of each model's SAEs; default ``cfg.sae.init``)."""
+    timing (``seeding``: which of each model's SAEs; default ``cfg.sae.init``). L0 and explained variance come
+    with their 95% intervals over the evaluation blocks as ``l0_low``, ``l0_high``, ``l0_method`` and
+    ``explained_variance_low``, ``explained_variance_high``, ``explained_variance_method``, and as whole records
+    ``l0_interval`` and ``explained_variance_interval``."""
     import pandas as pd
 
     rows = []
@@ -150,6 +220,7 @@ def diagnostics_table(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NA
                 "dead_fraction": diag["dead_fraction"],
                 "explained_variance": diag["explained_variance"],
                 "reconstruction_score": diag["reconstruction_score"],
+                **_flat_intervals(diag),
                 "ce_loss_clean": diag["ce_loss_clean"],
                 "ce_loss_reconstruction": diag["ce_loss_reconstruction"],
                 "ce_loss_zero_ablation": diag["ce_loss_zero_ablation"],
@@ -159,6 +230,14 @@ def diagnostics_table(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NA
             }
         )
     return pd.DataFrame(rows)
+
+
+def _flat_intervals(diag: dict[str, Any]) -> dict[str, Any]:
+    """``<name>_low``, ``<name>_high``, ``<name>_method`` of each interval field, as table columns, and the whole
+    record as ``<name>_interval`` (the form ``core.intervals`` and the report read)."""
+    columns = {f"{field}_{end}": diag[f"{field}_interval"][end] for field in INTERVAL_FIELDS
+               for end in ("low", "high", "method")}
+    return {**columns, **{f"{field}_interval": diag[f"{field}_interval"] for field in INTERVAL_FIELDS}}
 
 
 def training_curves(cfg: Config, names: tuple[str, ...] | list[str] = MODEL_NAMES):
