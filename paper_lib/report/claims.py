@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -88,13 +89,18 @@ def envelope(*records) -> dict | None:
             "method": "; ".join(dict.fromkeys(r["method"] for r in found))}
 
 
+_COUNTS = re.compile(r"\bover [\d,]+(?: \+ [\d,]+)* ")
+
+
 def methods_of(*records) -> list[str]:
-    """The distinct interval methods of the given records (nested lists and dicts searched), in order."""
+    """The distinct interval methods of the given records (nested lists and dicts searched), in order, with the
+    numbers of units left out ('bootstrap over the live child features ...'): the counts are in the JSON, and
+    the same method over different counts is one method."""
     found: list[str] = []
 
     def walk(x):
         if iv.is_interval(x):
-            found.append(x["method"])
+            found.append(_COUNTS.sub("over the ", x["method"]))
         elif isinstance(x, dict):
             for v in x.values():
                 walk(v)
@@ -324,8 +330,7 @@ def threshold_verdict(r, threshold: float, paper_persists: bool) -> Verdict:
     value = value_of(r)
     if not is_number(value):
         return Verdict(CANNOT_TELL, "no best match was found (the feature is silent on the matching sample)")
-    digits = telling_digits(value, threshold)
-    shown = with_interval(r, lambda x: r_value(x, digits))
+    shown = with_interval(r, lambda x: r_value(x, telling_digits(x, threshold)))
     side = _side(r, threshold)
     if side == 0:
         return Verdict(CANNOT_TELL, f"best-match r = {shown} straddles the threshold {r_value(threshold)}")

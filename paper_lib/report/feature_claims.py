@@ -197,20 +197,11 @@ def _feature(row: dict) -> str:
 def _match(row: dict, threshold: float) -> str:
     hops = row["route"].count("->")
     def shown(r) -> str:
-        return with_interval(r, lambda x: r_value(x, telling_digits(value_of(r), threshold)))
+        return with_interval(r, lambda x: r_value(x, telling_digits(x, threshold)))
 
     via = f" via {listing([label(m) for m in row['route'].split(' -> ')[1:-1]])}" if hops > 1 else ""
     weakest = f", weakest hop {shown(_iv(row, 'route_min_corr'))}" if hops > 1 else ""
     return f"{_feature(row)} r = {shown(_iv(row, 'corr'))}{via}{weakest}"
-
-
-def _snippet_correlations(figures: Figures, name: str) -> list[dict]:
-    """The pairwise correlations over all the text a case-study figure shows ([] when that file is absent)."""
-    try:
-        rows = figures.records(name, "correlations", fields=("a", "b", "corr", "snippet"))
-    except NotRun:
-        return []
-    return [r for r in rows if r["snippet"] == "all" and is_number(r["corr"])]
 
 
 def assignment_everywhere(figures: Figures, spec: ClaimSpec):
@@ -225,11 +216,6 @@ def assignment_everywhere(figures: Figures, spec: ClaimSpec):
             context.append(f"best feature for the labels in {label(r['model'])}: #{r['best_label_feature']} "
                            f"(label r {with_interval(_iv(r, 'best_label_pearson'), r_value)}; the match's "
                            f"{with_interval(_iv(r, 'label_pearson'), r_value)})")
-    shown = _snippet_correlations(figures, "06_variable_assignment")
-    if shown:
-        values = [r["corr"] for r in shown]
-        context.append(f"on the text of Figure 3 the shown features' pairwise r spans {r_value(min(values))} "
-                       f"to {r_value(max(values))}")
     same = [r for r in others if r["feature"] == base["feature"]]
     if same:
         context.append(f"{n_of(len(same), len(others))} matches carry BabyPython's index #{base['feature']} (equal "
@@ -243,13 +229,9 @@ def exception_disappears(figures: Figures, spec: ClaimSpec):
     lua = next((r for r in others if r["model"] == "lua"), None)
     if lua is None:
         raise NotRun(f"{CASES}.json has no python_exception row for Lua")
-    r = with_interval(_iv(lua, "corr"), lambda x: r_value(x, telling_digits(lua["corr"], threshold)))
+    r = with_interval(_iv(lua, "corr"), lambda x: r_value(x, telling_digits(x, threshold)))
     ours = f"{_found(base)}; its best match {_feature(lua)} at r = {r} ({mode} matching)"
     context = []
-    shown = [r for r in _snippet_correlations(figures, "06_python_exception")
-             if {r["a"], r["b"]} == {base["model"], "lua"}]
-    if shown:
-        context.append(f"on the text of Figure 4 the two correlate at r = {r_value(shown[0]['corr'])}")
     if is_number(lua["label_pearson"]):
         context.append(f"the Lua match follows the exception labels with r "
                        f"{with_interval(_iv(lua, 'label_pearson'), r_value)} against BabyPython's "

@@ -181,7 +181,7 @@ def sweep_trade(figures: Figures, spec: ClaimSpec):
                                         "Lua accuracy falls and TinyStories accuracy rises")
     else:
         verdict = direction_verdict(holds(ours), holds(paper), "Lua accuracy falls and TinyStories accuracy rises")
-    if "lua_worst_rise" in ours and "tinystories_worst_fall" in ours:
+    if not all(changes) and "lua_worst_rise" in ours and "tinystories_worst_fall" in ours:
         context.append(f"largest step against the trend: {number(ours['lua_worst_rise'])} on Lua, "
                        f"{number(ours['tinystories_worst_fall'])} on TinyStories")
     methods = methods_of(first, last, changes)
