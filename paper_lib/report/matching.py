@@ -62,7 +62,7 @@ def matching_sentences(data: dict, method: str = "position", assignment: str = "
         )
     lines.append(
         "\n**The released sample.** On BabyPython validation text only, the shares are "
-        + ", ".join(f"{_pct(r.get('released_sample_persisting_share'))} ({_label(r.get('parent'))} → {_label(r.get('child'))})"
+        + ", ".join(f"{shown(r, 'released_sample_persisting_share')} ({_label(r.get('parent'))} → {_label(r.get('child'))})"
                     for r in rows) + "."
     )
     methods = {}
