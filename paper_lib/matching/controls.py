@@ -183,6 +183,7 @@ def threshold_curves(cfg: Config, thresholds=CURVE_THRESHOLDS) -> pd.DataFrame:
     """Persistence against the threshold for every pair, method and kind (real, ceiling, floors), long format.
 
     Correlation methods are read many-to-many, the decoder method one-to-one (its usual form: SAE Match).
+    ``low`` / ``high``: Wilson's 95% score interval of each share over the live child features.
     """
     frames = []
     for parent, child in matching_pairs(cfg):
@@ -195,6 +196,11 @@ def threshold_curves(cfg: Config, thresholds=CURVE_THRESHOLDS) -> pd.DataFrame:
                     continue  # seed draws of "real": their spread is in the controls table
                 result = found[assignment]
                 curve = threshold_curve(result.best_corr_for_child, ~result.dead_child, thresholds)
+                # a band for the figure: Wilson's interval at every threshold (the bootstrap over features of a
+                # share gives about the same and would cost a second per point)
+                bounds = [intervals.wilson_interval(m, n) if n else (np.nan, np.nan)
+                          for m, n in zip(curve["matched"], curve["live"])]
+                curve["low"], curve["high"] = [b[0] for b in bounds], [b[1] for b in bounds]
                 frames.append(curve.assign(pair=f"{parent} -> {child}", method=method, assignment=assignment,
                                            kind=kind))
     return pd.concat(frames, ignore_index=True)
