@@ -118,8 +118,8 @@ def test_an_interval_is_not_put_around_a_number_it_does_not_estimate():
 
     record = intervals.mean_interval([1.0, 2.0, 3.0], unit="evaluation blocks")
     with pytest.raises(ValueError, match="different tokens"):
-        saes.evaluate._as_reported(record, 2.5, "L0")
-    assert saes.evaluate._as_reported(record, 2.0000001, "L0")["value"] == 2.0000001
+        intervals.around(record, 2.5, "L0", saes.evaluate.DIFFERENT_TOKENS)
+    assert intervals.around(record, 2.0000001, "L0", saes.evaluate.DIFFERENT_TOKENS)["value"] == 2.0000001
 
 
 def test_geometric_median_resists_outliers(seed):

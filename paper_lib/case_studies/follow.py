@@ -17,7 +17,7 @@ from ..data import get_tokenizer, search_blocks, token_strings
 from ..saes import encode_blocks, encode_chunks, model_and_sae, sae_hook
 from .features import activation_histogram, logit_effects, pairwise_pattern_correlations, top_contexts
 from .labels import CONCEPT_LABELS
-from .search import FeatureSearch, _around_reported, concept_scores, label_intervals
+from .search import FeatureSearch, concept_scores, label_intervals
 
 ROOT = "babypython"  # case-study features are found in the pretrained model and followed into its descendants
 MATCH_UNIT = "sample blocks"  # what the match correlations' intervals resample: blocks of the matching sample
@@ -146,14 +146,14 @@ def route_intervals(cfg, hops: list[tuple[str, str, int, int]], corrs: list[floa
         values = [one(h) for h in hop_arrays]
         return min(values) if np.all(np.isfinite(values)) else float("nan")
 
-    last = _around_reported(intervals.bootstrap(samples[-1], one, unit=MATCH_UNIT), corrs[-1],
+    last = intervals.around(intervals.bootstrap(samples[-1], one, unit=MATCH_UNIT), corrs[-1],
                             f"{hops[-1][0]} -> {hops[-1][1]} correlation")
     if len(samples) == 1:
         return {"corr_interval": last, "route_min_corr_interval": dict(last)}
     weakest = intervals.bootstrap(samples, weakest_hop, unit=MATCH_UNIT, paired=False)
     route = " -> ".join([hops[0][0], *(h[1] for h in hops)])
     return {"corr_interval": last,
-            "route_min_corr_interval": _around_reported(weakest, min(corrs), f"{route} weakest correlation")}
+            "route_min_corr_interval": intervals.around(weakest, min(corrs), f"{route} weakest correlation")}
 
 
 def tokenize_snippet(cfg, text: str) -> tuple[torch.Tensor, list[str]]:

@@ -26,8 +26,6 @@ SEARCH_UNIT = "search blocks"  # what the label scores' intervals resample
 # all the blocks (scoring every feature on every resample would cost d_sae / 64 times more); on a resample this
 # equals the best of all features unless one outside them overtakes them all, so the ends can only err low.
 BEST_CANDIDATES = 64
-# How far an interval's recomputed value may sit from the number it is put around (float sums in another order).
-AGREEMENT_RTOL = 1e-3
 
 
 @dataclass
@@ -153,15 +151,6 @@ def _scores(sums_BS: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pearson, f1
 
 
-def _around_reported(record: dict[str, Any], reported: float, what: str) -> dict[str, Any]:
-    """The interval put around the number reported beside it, after checking that its own value agrees."""
-    if not np.isclose(record["value"], reported, rtol=AGREEMENT_RTOL, atol=1e-6):
-        raise ValueError(f"{what}: the interval's statistic gives {record['value']:.6g} where {reported:.6g} is "
-                         "reported; it would not be an interval for the reported number.")
-    return intervals.interval(reported, record["low"], record["high"], record["method"], record["n"],
-                              record["confidence"])
-
-
 def label_intervals(cfg, name: str, concept: str, feature: int) -> dict[str, Any]:
     """95% intervals for a feature's scores against a concept's labels, by a bootstrap over the searched blocks
     (tokens of one block are not independent; blocks are): ``label_pearson_interval`` and ``label_f1_interval``
@@ -181,13 +170,13 @@ def label_intervals(cfg, name: str, concept: str, feature: int) -> dict[str, Any
         sums = _block_sums(columns([feature]), labels_BC)
         for score, index in (("pearson", 0), ("f1", 1)):
             record = intervals.bootstrap(sums, lambda s, i=index: float(_scores(s)[i][0]), unit=SEARCH_UNIT)
-            out[f"label_{score}_interval"] = _around_reported(record, float(by_feature.loc[feature, score]),
+            out[f"label_{score}_interval"] = intervals.around(record, float(by_feature.loc[feature, score]),
                                                               f"{name} feature {feature}'s label {score}")
     candidates = table.sort_values("pearson", ascending=False, kind="stable")["feature"].to_numpy()[:BEST_CANDIDATES]
     record = intervals.bootstrap(_block_sums(columns(candidates), labels_BC), lambda s: float(_scores(s)[0].max()),
                                  unit=SEARCH_UNIT)
     record["method"] += f"; the best of the {len(candidates)} features with the highest r on all blocks"
-    out["best_label_pearson_interval"] = _around_reported(record, float(table["pearson"].max()),
+    out["best_label_pearson_interval"] = intervals.around(record, float(table["pearson"].max()),
                                                           f"{name}'s best label correlation")
     return out
 

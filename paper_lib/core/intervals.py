@@ -50,10 +50,6 @@ def _check(values: np.ndarray, what: str) -> np.ndarray:
     return values
 
 
-def _how(n: int, unit: str, n_resamples: int) -> str:
-    return f"bootstrap over {n:,} {unit} (percentile, {n_resamples:,} resamples)"
-
-
 def bootstrap(
     data: Sequence[np.ndarray] | np.ndarray,
     statistic: Callable[..., float],
@@ -127,6 +123,17 @@ def bootstrap(
     if not (math.isfinite(low) and math.isfinite(high)):  # scipy returns NaN when every resample is equal
         low = high = value
     return interval(value, low, high, method, n, confidence)
+
+
+def around(record: Interval, reported: float, what: str, cause: str = "", rtol: float = 1e-3) -> Interval:
+    """``record`` put around the number reported beside it (e.g. SAELens's own L0, or a correlation from the
+    matching), after checking that the interval's own statistic agrees with that number to ``rtol``: an interval
+    recomputed from other data would not be an interval for it. ``cause`` says what a disagreement means."""
+    if not np.isclose(record["value"], reported, rtol=rtol, atol=1e-6):
+        raise ValueError(f"{what}: the interval's statistic gives {record['value']:.6g} where {reported:.6g} is "
+                         f"reported{'; ' + cause if cause else ''}, so the interval would not be about the reported "
+                         "number.")
+    return interval(reported, record["low"], record["high"], record["method"], record["n"], record["confidence"])
 
 
 def mean_interval(values, *, unit: str = "features", **kwargs) -> Interval:

@@ -76,7 +76,7 @@ def block_interval(value: float, numerators, denominators) -> intervals.Interval
     resampled (``intervals.ratio_interval``). The record carries ``value`` as reported: the ratio of the block
     sums can differ from it in the last bits (another summation order)."""
     record = intervals.ratio_interval(numerators, denominators, unit=EVAL_UNIT)
-    return intervals.interval(value, record["low"], record["high"], record["method"], record["n"], record["confidence"])
+    return intervals.around(record, value, "a metric over validation blocks")
 
 
 def metric_intervals(metrics: dict[str, Any]) -> dict[str, intervals.Interval]:
@@ -141,7 +141,7 @@ def metric_difference(cfg: Config, name: str, reference: str, domain: str, metri
         lambda a, b, n, axis=-1: a.sum(axis) / n.sum(axis) - b.sum(axis) / n.sum(axis),
         unit=EVAL_UNIT, paired=True, vectorized=True,
     )
-    return intervals.interval(value, record["low"], record["high"], record["method"], record["n"], record["confidence"])
+    return intervals.around(record, value, f"{name} minus {reference} on {domain}")
 
 
 def model_table(cfg: Config, names: tuple[str, ...] | list[str]):
