@@ -67,6 +67,12 @@ def value_of(record):
     return record["value"] if iv.is_interval(record) else record
 
 
+def measured(row: dict, name: str):
+    """A saved number as its interval record (``<name>_interval``) where the row has one, else the bare number
+    (``None`` when absent): what ``with_interval`` and the verdict rules read."""
+    return row.get(f"{name}_interval") or row.get(name)
+
+
 def with_interval(record, fmt: Callable | None = None) -> str:
     """A value with its 95% interval, each end formatted by ``fmt`` (default ``number``): ``'28.5% [26.6%,
     30.4%]'``; a bare value where there is no interval; the range over seeds is written 'seeds lo–hi'."""

@@ -13,6 +13,7 @@ from .claims import (
     few_verdict,
     is_number,
     listing,
+    measured,
     methods_of,
     mostly_verdict,
     n_of,
@@ -23,7 +24,6 @@ from .claims import (
     statistic_differs,
     telling_digits,
     threshold_verdict,
-    value_of,
     with_interval,
 )
 from .inputs import Figures, NotRun, ReportError
@@ -65,7 +65,7 @@ def released_protocol(figures: Figures, spec: ClaimSpec):
         raise NotRun(f"{MATCHING}.json 'controls' has no {RELEASED[0]}-mode threshold rows")
     labels = [pair_label(r["parent"], r["child"]) for r in rows]
     parts = []
-    shared = [r.get("shared_init_persisting_share_interval") or r["shared_init_persisting_share"] for r in rows]
+    shared = [measured(r, "shared_init_persisting_share") for r in rows]
     for name, r, share in zip(labels, rows, shared):
         part = f"{name} {with_interval(share, percent)}"
         if is_number(r.get("shared_init_same_index_matches")):
@@ -99,8 +99,8 @@ def against_controls(figures: Figures, spec: ClaimSpec):
                 continue
             how = ASSIGNMENTS.get(assignment, f"{assignment} assignment")
             labels = [pair_label(r["parent"], r["child"]) for r in group]
-            shares = [r.get("persisting_share_interval") or r["persisting_share"] for r in group]
-            ceilings = [r.get("ceiling_share_interval") or r["ceiling_share"] for r in group]
+            shares = [measured(r, "persisting_share") for r in group]
+            ceilings = [measured(r, "ceiling_share") for r in group]
             # the verdict reads the fraction of the ceiling with the wider of its two uncertainties: the bootstrap
             # over features and the range over draws of the SAE seeds
             fractions = [envelope(r.get("fraction_of_ceiling_interval"), r.get("fraction_of_ceiling_seeds"))
@@ -110,9 +110,9 @@ def against_controls(figures: Figures, spec: ClaimSpec):
                 + (f", seeds {percent(r['persisting_share_seeds']['low'])}–{percent(r['persisting_share_seeds']['high'])}"
                    if r.get("persisting_share_seeds") else "")
                 + f" (ceiling {with_interval(ceiling, percent)}, floors "
-                f"{with_interval(r.get('floor_null_model_share_interval') or r['floor_null_model_share'], percent)} "
+                f"{with_interval(measured(r, 'floor_null_model_share'), percent)} "
                 "untrained model, "
-                f"{with_interval(r.get('floor_permuted_share_interval') or r['floor_permuted_share'], percent)} "
+                f"{with_interval(measured(r, 'floor_permuted_share'), percent)} "
                 "permuted)"
                 for name, r, share, ceiling in zip(labels, group, shares, ceilings))
             verdicts = [persistence_verdict(share, ceiling, _floor(r), fraction)
@@ -144,10 +144,10 @@ def formatting_features(figures: Figures, spec: ClaimSpec):
             if kept is None:
                 raise ReportError(f"{figures.where(MATCHING)}: 'token_categories' has no persisting row for {pair} "
                                   f"({mode})")
-            kept_share = kept.get("formatting_share_interval") or kept["formatting_share"]
+            kept_share = measured(kept, "formatting_share")
             part = f"{pair_label(pair)}: {with_interval(kept_share, percent)} of {count(kept['n_features'])} persisting"
             if new:
-                new_share = new.get("formatting_share_interval") or new["formatting_share"]
+                new_share = measured(new, "formatting_share")
                 part += f" vs {with_interval(new_share, percent)} of {count(new['n_features'])} emerging"
                 methods += methods_of(new_share)
             parts.append(part)
@@ -174,14 +174,9 @@ def _cases(figures: Figures, concept: str) -> tuple[dict, list[dict], float, str
     return base, [r for r in rows if r is not base], threshold, mode
 
 
-def _iv(row: dict, name: str):
-    """A case-study number as its interval record where the row has one, else the bare number."""
-    return row.get(f"{name}_interval") or row[name]
-
-
 def _found(base: dict) -> str:
-    return (f"{label(base['model'])} #{base['feature']} (label r {with_interval(_iv(base, 'label_pearson'), r_value)}, "
-            f"F1 {with_interval(_iv(base, 'label_f1'), r_value)})")
+    return (f"{label(base['model'])} #{base['feature']} (label r {with_interval(measured(base, 'label_pearson'), r_value)}, "
+            f"F1 {with_interval(measured(base, 'label_f1'), r_value)})")
 
 
 def _case_methods(rows: list[dict]) -> list[str]:
@@ -200,8 +195,8 @@ def _match(row: dict, threshold: float) -> str:
         return with_interval(r, lambda x: r_value(x, telling_digits(x, threshold)))
 
     via = f" via {listing([label(m) for m in row['route'].split(' -> ')[1:-1]])}" if hops > 1 else ""
-    weakest = f", weakest hop {shown(_iv(row, 'route_min_corr'))}" if hops > 1 else ""
-    return f"{_feature(row)} r = {shown(_iv(row, 'corr'))}{via}{weakest}"
+    weakest = f", weakest hop {shown(measured(row, 'route_min_corr'))}" if hops > 1 else ""
+    return f"{_feature(row)} r = {shown(measured(row, 'corr'))}{via}{weakest}"
 
 
 def assignment_everywhere(figures: Figures, spec: ClaimSpec):
@@ -209,13 +204,13 @@ def assignment_everywhere(figures: Figures, spec: ClaimSpec):
     passing = [r for r in others if r["matched"]]
     ours = (f"{_found(base)}; best matches: {'; '.join(_match(r, threshold) for r in others)}; "
             f"{n_of(len(passing), len(others))} pass r ≥ {r_value(threshold)} ({mode} matching)")
-    verdicts = [threshold_verdict(_iv(r, "route_min_corr"), threshold, True) for r in others]
+    verdicts = [threshold_verdict(measured(r, "route_min_corr"), threshold, True) for r in others]
     context = []
     for r in others:
         if not r["matched"] and is_number(r["best_label_pearson"]):
             context.append(f"best feature for the labels in {label(r['model'])}: #{r['best_label_feature']} "
-                           f"(label r {with_interval(_iv(r, 'best_label_pearson'), r_value)}; the match's "
-                           f"{with_interval(_iv(r, 'label_pearson'), r_value)})")
+                           f"(label r {with_interval(measured(r, 'best_label_pearson'), r_value)}; the match's "
+                           f"{with_interval(measured(r, 'label_pearson'), r_value)})")
     same = [r for r in others if r["feature"] == base["feature"]]
     if same:
         context.append(f"{n_of(len(same), len(others))} matches carry BabyPython's index #{base['feature']} (equal "
@@ -229,17 +224,17 @@ def exception_disappears(figures: Figures, spec: ClaimSpec):
     lua = next((r for r in others if r["model"] == "lua"), None)
     if lua is None:
         raise NotRun(f"{CASES}.json has no python_exception row for Lua")
-    r = with_interval(_iv(lua, "corr"), lambda x: r_value(x, telling_digits(x, threshold)))
+    r = with_interval(measured(lua, "corr"), lambda x: r_value(x, telling_digits(x, threshold)))
     ours = f"{_found(base)}; its best match {_feature(lua)} at r = {r} ({mode} matching)"
     context = []
     if is_number(lua["label_pearson"]):
         context.append(f"the Lua match follows the exception labels with r "
-                       f"{with_interval(_iv(lua, 'label_pearson'), r_value)} against BabyPython's "
-                       f"{with_interval(_iv(base, 'label_pearson'), r_value)} (F1 "
-                       f"{with_interval(_iv(lua, 'label_f1'), r_value)} against "
-                       f"{with_interval(_iv(base, 'label_f1'), r_value)}); best feature for the labels in Lua: "
-                       f"#{lua['best_label_feature']} (r {with_interval(_iv(lua, 'best_label_pearson'), r_value)})")
-    return spec.claim(ours, threshold_verdict(_iv(lua, "corr"), threshold, False), "; ".join(context),
+                       f"{with_interval(measured(lua, 'label_pearson'), r_value)} against BabyPython's "
+                       f"{with_interval(measured(base, 'label_pearson'), r_value)} (F1 "
+                       f"{with_interval(measured(lua, 'label_f1'), r_value)} against "
+                       f"{with_interval(measured(base, 'label_f1'), r_value)}); best feature for the labels in Lua: "
+                       f"#{lua['best_label_feature']} (r {with_interval(measured(lua, 'best_label_pearson'), r_value)})")
+    return spec.claim(ours, threshold_verdict(measured(lua, "corr"), threshold, False), "; ".join(context),
                       intervals=_case_methods([base, lua]))
 
 
@@ -257,7 +252,7 @@ def _comparison(result: dict | None) -> str:
 def autointerp_groups(figures: Figures, spec: ClaimSpec):
     rows = figures.records("07_autointerp", "summary", fields=("group", "label", "mean", "median", "n", "n_scored",
                                                                "backend", "model"))
-    means = [r.get("mean_interval") or r["mean"] for r in rows]
+    means = [measured(r, "mean") for r in rows]
     ours = "; ".join(f"{r['label']}: mean {with_interval(mean, r_value)}, median {r_value(r['median'])} "
                      f"({n_of(r['n_scored'], r['n'])} scored)" for r, mean in zip(rows, means))
     backends = sorted({r["backend"] for r in rows if r["backend"]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .claims import percent as _pct
-from .claims import with_interval
+from .claims import measured, with_interval
 from .model_claims import label as _label
 
 
@@ -26,7 +26,7 @@ def matching_sentences(data: dict, method: str = "position", assignment: str = "
                  f"{'many' if assignment == 'many' else 'one'}, at least {rows[0]['min_support']} co-active "
                  "positions):")
     def shown(r: dict, name: str, digits: int = 1) -> str:  # a share with its 95% interval where saved
-        return with_interval(r.get(f"{name}_interval") or r.get(name), lambda x: _pct(x, digits))
+        return with_interval(measured(r, name), lambda x: _pct(x, digits))
 
     for r in rows:
         seeds = r.get("persisting_share_seeds")

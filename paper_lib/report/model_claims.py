@@ -14,6 +14,7 @@ from .claims import (
     combine,
     direction_verdict,
     is_number,
+    measured,
     methods_of,
     n_of,
     number,
@@ -46,15 +47,10 @@ def label(name: str) -> str:
     return REGISTRY.labels.get(name, name)
 
 
-def _metric(row: dict, name: str):
-    """A metric of a table row as its interval record where the row has one, else the bare number."""
-    return row.get(f"{name}_interval") or row[name]
-
-
 def _card_verdict(ours: dict, paper: dict, gaps: list[str]) -> Verdict:
     return combine(
-        [numeric_verdict(_metric(ours, "loss"), paper["loss"], LOSS_TOLERANCE, 4, gaps),
-         numeric_verdict(_metric(ours, "accuracy"), paper["accuracy"], ACCURACY_TOLERANCE, 4, gaps)],
+        [numeric_verdict(measured(ours, "loss"), paper["loss"], LOSS_TOLERANCE, 4, gaps),
+         numeric_verdict(measured(ours, "accuracy"), paper["accuracy"], ACCURACY_TOLERANCE, 4, gaps)],
         ["loss", "accuracy"], unit="metrics",
     )
 
@@ -62,7 +58,7 @@ def _card_verdict(ours: dict, paper: dict, gaps: list[str]) -> Verdict:
 def _mixture(rows: list[dict], name: str):
     """The mean of one metric over domains evaluated on equal tokens, with an interval when every domain has one:
     the domains' blocks are independent, so the half-widths add in quadrature (normal propagation)."""
-    values = [_metric(r, name) for r in rows]
+    values = [measured(r, name) for r in rows]
     mean = sum(v["value"] if isinstance(v, dict) else v for v in values) / len(values)
     if not all(isinstance(v, dict) for v in values):
         return mean
@@ -82,8 +78,8 @@ def base_card(figures: Figures, spec: ClaimSpec):
     if missing:
         raise ReportError(f"{figures.where('01_training')}: 'validation' has no row for {', '.join(missing)}")
     domains = REGISTRY.spec("babypython").domains
-    ours = "; ".join(f"{d}: loss {with_interval(_metric(by_domain[d], 'loss'))}, accuracy "
-                     f"{with_interval(_metric(by_domain[d], 'accuracy'))}" for d in domains)
+    ours = "; ".join(f"{d}: loss {with_interval(measured(by_domain[d], 'loss'))}, accuracy "
+                     f"{with_interval(measured(by_domain[d], 'accuracy'))}" for d in domains)
     # The paper's validation split mixes the two domains evenly; with equal evaluation tokens per domain, the
     # mean over domains is the metric on that mixture.
     mixture = {m: _mixture([by_domain[d] for d in domains], m) for m in ("loss", "accuracy")}
@@ -112,7 +108,7 @@ def finetune_card(name: str):
     def build(figures: Figures, spec: ClaimSpec):
         row = _row(_model_table(figures), figures, name, name)
         gaps = scale_differences(figures.profile("02_model_table"))
-        ours = f"loss {with_interval(_metric(row, 'loss'))}, accuracy {with_interval(_metric(row, 'accuracy'))} on {name}"
+        ours = f"loss {with_interval(measured(row, 'loss'))}, accuracy {with_interval(measured(row, 'accuracy'))} on {name}"
         return spec.claim(ours, _card_verdict(row, PAPER_CARDS[name], gaps), "" if gaps else _tolerances(),
                           intervals=methods_of(row.get("loss_interval"), row.get("accuracy_interval")))
 
@@ -131,8 +127,8 @@ def specialists(figures: Figures, spec: ClaimSpec):
     for name in FINETUNES:
         tuned, base = _row(table, figures, name, name), _row(table, figures, "babypython", name)
         gain = gains.get((name, name))
-        part = (f"{label(name)} {with_interval(_metric(tuned, 'accuracy'))} vs BabyPython "
-                f"{with_interval(_metric(base, 'accuracy'))} on {name}")
+        part = (f"{label(name)} {with_interval(measured(tuned, 'accuracy'))} vs BabyPython "
+                f"{with_interval(measured(base, 'accuracy'))} on {name}")
         if gain:
             parts.append(part + f" (gain {with_interval(gain)})")
             verdicts.append(sign_verdict(gain, True, f"above BabyPython on {name}"))
@@ -162,7 +158,7 @@ def _sweep(figures: Figures):
 def sweep_trade(figures: Figures, spec: ClaimSpec):
     ours, paper, sweep = _sweep(figures)
     first, last = sweep[0], sweep[-1]
-    acc = lambda row, d: with_interval(row.get(f"{d}_accuracy_interval") or row[f"{d}_accuracy"])
+    acc = lambda row, d: with_interval(measured(row, f"{d}_accuracy"))
     text = (f"from t = {number(first['t'], 2)} to {number(last['t'], 2)}, Lua accuracy "
             f"{acc(first, 'lua')} → {acc(last, 'lua')}, TinyStories {acc(first, 'tinystories')} → "
             f"{acc(last, 'tinystories')}")
@@ -192,7 +188,7 @@ def sweep_crossing(figures: Figures, spec: ClaimSpec):
     ours, paper, sweep = _sweep(figures)
     ts = [row["t"] for row in sweep]
     stride = max(b - a for a, b in pairwise(ts)) if len(ts) > 1 else None
-    crossing = ours.get("crossing_t_interval") or ours["crossing_t"]
+    crossing = measured(ours, "crossing_t")
     text = (f"the curves cross at t = {with_interval(crossing, lambda x: number(x, 3))}" if is_number(ours["crossing_t"])
             else "the curves do not cross")
     if not is_number(ours["crossing_t"]):
@@ -229,7 +225,7 @@ def luastories_side(figures: Figures, spec: ClaimSpec):
 
 def sae_sparsity(figures: Figures, spec: ClaimSpec):
     rows = figures.records("04_sae_diagnostics", "diagnostics", fields=("model", "l0", "d_sae"))
-    l0s = [row.get("l0_interval") or row["l0"] for row in rows]
+    l0s = [measured(row, "l0") for row in rows]
     verdicts = [range_verdict(l0, *L0_RANGE) for l0 in l0s]
     ours = "L0 " + ", ".join(f"{with_interval(l0, lambda x: number(x, 1))} ({row['model']})"
                              for row, l0 in zip(rows, l0s))
