@@ -13,6 +13,7 @@ from ..core import intervals
 from ..core.artifacts import cached_step, manifest, read_json, write_json_atomic
 from ..data import AUTOINTERP_DOMAIN, DATA_CODE, autointerp_blocks, corpus_fingerprint, token_strings, tokenizer_hash
 from ..matching import match_pair
+from ..matching.controls import other_seeding
 from ..saes import encode_chunks, sae_dir
 from ..saes.encode import ENCODE_CODE
 from .backends import make_backend
@@ -191,7 +192,7 @@ def other_seed_comparison(cfg, backend: Backend | None = None) -> dict[str, Any]
     """``score_comparison`` repeated on the other seeding's SAEs (``sae.init``; the second SAE seed of every
     model, from the matching controls), so a reader sees whether Figure 6's direction survives a change of SAE
     seed. The persisting group comes from matching those SAEs."""
-    other = "shared" if cfg.sae.init == "independent" else "independent"
+    other = other_seeding(cfg.sae.init)
     other_cfg = cfg.model_copy(update={"sae": cfg.sae.model_copy(update={"init": other})})
     table = score_features(other_cfg, backend)
     return {"seeding": other, "summary": score_summary(table).to_dict("records"), **score_comparison(table)}

@@ -22,7 +22,8 @@ NOTEBOOK_01_STEPS = ("tokenizer", "tokens-babylm-train", "tokens-python-train", 
 CURVE_THRESHOLDS = np.round(np.arange(0.05, 1.0001, 0.05), 2)
 
 
-def _other(seeding: str) -> str:
+def other_seeding(seeding: str) -> str:
+    """The SAE seeding that is not ``seeding`` (each model has one SAE of each: the second seed of its ceiling)."""
     return "shared" if seeding == "independent" else "independent"
 
 
@@ -78,10 +79,10 @@ def pair_matches(cfg: Config, parent: str, child: str, method: str) -> dict[str,
     domains = sample_domains(cfg, parent, child)
     kinds = {
         "real": match_saes(cfg, parent, child, method, domains),
-        _other(main): match_saes(cfg, parent, child, method, domains, _other(main), _other(main)),
-        "seed_parent": match_saes(cfg, parent, child, method, domains, _other(main), main),
-        "seed_child": match_saes(cfg, parent, child, method, domains, main, _other(main)),
-        "ceiling": match_saes(cfg, child, child, method, domains, _other(main), main),
+        other_seeding(main): match_saes(cfg, parent, child, method, domains, other_seeding(main), other_seeding(main)),
+        "seed_parent": match_saes(cfg, parent, child, method, domains, other_seeding(main), main),
+        "seed_child": match_saes(cfg, parent, child, method, domains, main, other_seeding(main)),
+        "ceiling": match_saes(cfg, child, child, method, domains, other_seeding(main), main),
         "null_model": match_saes(cfg, NULL_MODEL, child, method, domains, "independent", main),
         "released_sample": match_saes(cfg, parent, child, method, MATCHING_DOMAINS),
     }
@@ -163,7 +164,7 @@ def model_ceilings(cfg: Config) -> pd.DataFrame:
     for name in REGISTRY.names:
         domains = REGISTRY.data_domains(name)
         for method in _methods(cfg):
-            found = match_saes(cfg, name, name, method, domains, _other(main), main)
+            found = match_saes(cfg, name, name, method, domains, other_seeding(main), main)
             for assignment in ASSIGNMENTS:
                 counts = found[assignment].counts()
                 rows.append({"model": name, "sample": "+".join(domains), "method": method, "assignment": assignment,
@@ -267,7 +268,7 @@ def controls_cost(cfg: Config) -> dict[str, Any]:
     from ..models import model_dir
     from ..saes import sae_dir
 
-    root, other = run_dir(cfg.profile), _other(cfg.sae.init)
+    root, other = run_dir(cfg.profile), other_seeding(cfg.sae.init)
     folders = {sae_dir(cfg, n, other).name for n in {c for p in matching_pairs(cfg) for c in p}}
     folders |= {model_dir(cfg, NULL_MODEL).name, sae_dir(cfg, NULL_MODEL, "independent").name}
     for parent, child in matching_pairs(cfg):
