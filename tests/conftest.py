@@ -92,6 +92,23 @@ def tiny_hf_model():
     return _tiny_mistral()
 
 
+class _PlusOne(torch.nn.Module):
+    """A language model that predicts the next token is the current one plus one (mod 10), with certainty."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # a parameter, so evaluate_lm can find the device
+
+    def forward(self, tokens):
+        return torch.nn.functional.one_hot((tokens + 1) % 10, 10).float() * 50
+
+
+@pytest.fixture
+def plus_one_lm():
+    """``_PlusOne``: an evaluation whose right answer is known token by token."""
+    return _PlusOne()
+
+
 @pytest.fixture
 def tiny_hooked(tiny_hf_model):
     """The tiny model converted to a TransformerLens HookedTransformer."""

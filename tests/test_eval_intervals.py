@@ -52,20 +52,10 @@ def test_block_sums_add_up_to_the_unchanged_totals(tiny_hf_model):
     assert result["block_loss"].sum() / tokens == pytest.approx(result["loss"], rel=1e-6)
 
 
-def test_block_sums_count_each_block_on_its_own():
-    class PlusOne(torch.nn.Module):
-        """Predicts that the next token is the current one plus one (mod 10)."""
-
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, tokens):
-            return torch.nn.functional.one_hot((tokens + 1) % 10, 10).float() * 50
-
+def test_block_sums_count_each_block_on_its_own(plus_one_lm):
     blocks = torch.tensor([[0, 1, 2, 3], [4, 5, 9, 9], [7, 8, 9, 0]])
     expected = [sum(int((a + 1) % 10 == b) for a, b in zip(row[:-1].tolist(), row[1:].tolist())) for row in blocks]
-    result = models.evaluate_lm(PlusOne(), blocks, batch_size=2)
+    result = models.evaluate_lm(plus_one_lm, blocks, batch_size=2)
     assert result["block_correct"].tolist() == expected
     assert result["accuracy"] == sum(expected) / blocks[:, 1:].numel()
 

@@ -17,19 +17,9 @@ def test_hooked_transformer_matches_hf_logits(tiny_hf_model, tiny_hooked):
     assert cache["blocks.0.mlp.hook_post"].shape == (3, 40, 64)
 
 
-def test_evaluate_lm_counts_correct_predictions(tiny_hf_model):
-    class Echo(torch.nn.Module):
-        """Predicts the next token is the current one plus one."""
-
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, tokens):
-            return torch.nn.functional.one_hot((tokens + 1) % 10, 10).float() * 50
-
+def test_evaluate_lm_counts_correct_predictions(tiny_hf_model, plus_one_lm):
     blocks = torch.tensor([[0, 1, 2, 3], [4, 5, 9, 9]])
-    metrics = models.evaluate_lm(Echo(), blocks, batch_size=1)
+    metrics = models.evaluate_lm(plus_one_lm, blocks, batch_size=1)
     assert metrics["accuracy"] == pytest.approx(4 / 6)  # 3 of 3 in the first block, 1 of 3 (5->6 no, 9->0 no) in the second
     both = models.evaluate_lm(tiny_hf_model, torch.randint(0, 97, (4, 16)), batch_size=3)
     assert 0 <= both["accuracy"] <= 1 and both["loss"] > 0
