@@ -259,6 +259,42 @@ class AutointerpConfig(_Section):
     max_retries: NonNegative = 5  # retries of a failed request (429, 5xx, timeouts), with exponential backoff
 
 
+MergeMethod = Literal["linear", "slerp", "task_arithmetic", "ties"]
+
+
+class DynamicsConfig(_Section):
+    """Feature dynamics (notebook 08): checkpoints along each fine-tune, the merge path, merge methods compared."""
+
+    # Snapshots along each fine-tune, as fractions of its tokens (0 is the parent and 1 the fine-tune itself, both
+    # always included). They come from a rerun of the fine-tune's first steps with its own schedule and data order.
+    fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.0625, 0.125, 0.25, 0.5])
+    # Snapshots that also get a full SAE of their own, matched to the parent's (to check the drift curve).
+    sae_fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25])
+    eval_blocks: Positive = 128  # validation blocks (of data.block_size tokens) per domain for each checkpoint
+    # The fine-tune is long enough when its last doubling of tokens improved the new domain's validation loss by
+    # less than this (relative); notebook 08 reads the verdict from the snapshots' loss curve.
+    length_criterion: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    methods: list[MergeMethod] = Field(default_factory=lambda: ["linear", "slerp", "task_arithmetic", "ties"])
+    merge_points: list[Fraction] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    # TIES keeps this share of each task vector's entries (largest magnitudes): the value of mergekit's examples.
+    ties_density: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @field_validator("fractions", "sae_fractions", "methods", "merge_points", mode="before")
+    @classmethod
+    def _tuples_as_lists(cls, value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    @model_validator(mode="after")
+    def _sae_fractions_are_snapshots(self) -> DynamicsConfig:
+        missing = [f for f in self.sae_fractions if f not in self.fractions]
+        if missing:
+            raise ValueError(
+                f"'dynamics.sae_fractions' {missing} are not snapshots: add them to 'dynamics.fractions' "
+                f"({self.fractions}) or remove them"
+            )
+        return self
+
+
 class Config(_Section):
     profile: str = "paper"
     seed: NonNegative = 0
@@ -271,6 +307,7 @@ class Config(_Section):
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     case_studies: CaseStudyConfig = Field(default_factory=CaseStudyConfig)
     autointerp: AutointerpConfig = Field(default_factory=AutointerpConfig)
+    dynamics: DynamicsConfig = Field(default_factory=DynamicsConfig)
 
     @field_validator("profile")
     @classmethod
