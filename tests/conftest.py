@@ -86,6 +86,22 @@ def _tiny_mistral(vocab_size: int = 97):
     return MistralForCausalLM(config).float().eval()
 
 
+def _word_tokenizer(vocab_size: int = 97):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    """A word-level fast tokenizer over the tiny model's 97 ids (w3 ... w96), built locally."""
+    return _word_tokenizer()
+
+
 @pytest.fixture
 def tiny_hf_model():
     """A tiny random MistralForCausalLM (vocab 97, hidden 32, MLP 64, 1 layer), built locally."""

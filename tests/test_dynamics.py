@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from paper_lib import dynamics
-from paper_lib.dynamics import merges, trajectory
+from paper_lib.dynamics import merge_points, merges, trajectory
 
 
 def _sparse_acts(rng, n=3000, f=40, density=0.05):
@@ -78,19 +78,17 @@ def test_half_survival_crossing_and_its_interval():
 
 
 def test_task_weights_run_from_one_fine_tune_through_both_to_the_other():
-    assert merges.task_weights(0.0) == (1.0, 0.0)
-    assert merges.task_weights(0.5) == (1.0, 1.0)
-    assert merges.task_weights(1.0) == (0.0, 1.0)
-    assert merges.task_weights(0.75) == (0.5, 1.0)
+    assert merge_points.task_weights(0.0) == (1.0, 0.0)
+    assert merge_points.task_weights(0.5) == (1.0, 1.0)
+    assert merge_points.task_weights(1.0) == (0.0, 1.0)
+    assert merge_points.task_weights(0.75) == (0.5, 1.0)
 
 
 @pytest.fixture
-def family(tiny_hf_model, tmp_path):
+def family(tiny_hf_model, tiny_tokenizer, tmp_path):
     """A tiny root and two 'fine-tunes' of it on disk (HF checkpoints with a tokenizer)."""
-    from test_merging import _tokenizer
-
     root = tiny_hf_model
-    tokenizer = _tokenizer()
+    tokenizer = tiny_tokenizer
     generator = torch.Generator().manual_seed(3)
     states = {"root": {k: v.clone() for k, v in root.state_dict().items()}}
     for name, scale in (("first", 0.05), ("second", 0.08)):
@@ -108,8 +106,8 @@ def family(tiny_hf_model, tmp_path):
 def _merged(method, t, paths, tmp_path, density=0.5):
     from safetensors.torch import load_file
 
-    config = merges.method_config(method, paths["first"], paths["second"], paths["root"], t, density)
-    out = merges.run_merge(config, tmp_path / f"{method}-{t}")
+    config = merge_points.method_config(method, paths["first"], paths["second"], paths["root"], t, density)
+    out = merge_points.run_merge(config, tmp_path / f"{method}-{t}")
     return load_file(next(out.glob("*.safetensors")))
 
 
@@ -120,22 +118,27 @@ def test_mergekit_methods_reach_the_fine_tunes_at_the_ends_and_differ_in_the_mid
         start, end = _merged(method, 0.0, paths, tmp_path), _merged(method, 1.0, paths, tmp_path)
         torch.testing.assert_close(start[weight], states["first"][weight], rtol=0, atol=1e-6)
         torch.testing.assert_close(end[weight], states["second"][weight], rtol=0, atol=1e-6)
-    middle = {m: _merged(m, 0.5, paths, tmp_path)[weight] for m in merges.METHODS}
+    middle = {m: _merged(m, 0.5, paths, tmp_path)[weight] for m in merge_points.METHODS}
     tau = {n: states[n][weight] - states["root"][weight] for n in ("first", "second")}
     torch.testing.assert_close(middle["linear"], (states["first"][weight] + states["second"][weight]) / 2)
     torch.testing.assert_close(middle["task_arithmetic"], states["root"][weight] + tau["first"] + tau["second"])
     assert not torch.allclose(middle["ties"], middle["task_arithmetic"])
     # TIES keeps only the largest half of each task vector: at t = 0 it is the root plus the trimmed task vector
-    trimmed = _merged("ties", 0.0, paths, tmp_path)[weight] - states["root"][weight]
+    ties_start = _merged("ties", 0.0, paths, tmp_path)[weight]
+    trimmed = ties_start - states["root"][weight]
     assert 0.4 < float((trimmed != 0).float().mean()) < 0.6
+    # and the path leaves it smoothly: a small step in t moves the weights a small distance (with mergekit's default
+    # disjoint mean, entries kept from TinyStories alone would enter at full size at once)
+    step = _merged("ties", 0.01, paths, tmp_path)[weight]
+    assert float((step - ties_start).norm()) < 0.05 * float(trimmed.norm())
 
 
 def test_bad_merge_inputs_are_named(family):
     paths, _ = family
     with pytest.raises(ValueError, match="unknown merge method"):
-        merges.method_config("dare", paths["first"], paths["second"], paths["root"], 0.5)
+        merge_points.method_config("dare", paths["first"], paths["second"], paths["root"], 0.5)
     with pytest.raises(ValueError, match="mixing parameter"):
-        merges.method_config("ties", paths["first"], paths["second"], paths["root"], 1.5)
+        merge_points.method_config("ties", paths["first"], paths["second"], paths["root"], 1.5)
 
 
 def test_dynamics_config_checks_its_fractions():

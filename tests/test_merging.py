@@ -30,21 +30,11 @@ def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 97)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-
-
 @pytest.fixture
-def checkpoints(tiny_hf_model, tmp_path):
+def checkpoints(tiny_hf_model, tiny_tokenizer, tmp_path):
     """Two tiny local HF checkpoints (safetensors + config + tokenizer) and their state dicts."""
     base, other = _pair(tiny_hf_model)
-    tokenizer = _tokenizer()
+    tokenizer = tiny_tokenizer
     paths = []
     for name, model in (("base", base), ("other", other)):
         model.save_pretrained(tmp_path / name)

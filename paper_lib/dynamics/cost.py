@@ -9,8 +9,10 @@ from ..core.config import Config
 from ..core.registry import REGISTRY
 from ..matching import controls
 from ..matching.pairs import match_saes, sample_domains
-from .measures import MATCH_METHOD, checkpoint_drift, eval_dir, snapshot_match_dir, snapshot_sae_dir
-from .merges import merge_point_dir, path_points
+from .measures import checkpoint_drift
+from .merge_points import merge_point_dir
+from .merges import path_points
+from .steps import MATCH_METHOD, eval_dir, snapshot_match_dir, snapshot_sae_dir
 from .trajectory import checkpoints, fine_tunes, trajectory_dir
 
 
@@ -25,7 +27,7 @@ def dynamics_folders(cfg: Config, merge_model: str = "luastories") -> set:
         folders.add(run_dir(cfg.profile) / found.extra["folder"])
         for ckpt in checkpoints(cfg, name):
             folders |= {eval_dir(cfg, ckpt.path, ckpt.key), checkpoint_drift(cfg, ckpt)}
-            if ckpt.fraction in cfg.dynamics.sae_fractions:
+            if ckpt.nominal in cfg.dynamics.sae_fractions:
                 folders |= {snapshot_sae_dir(cfg, ckpt), snapshot_match_dir(cfg, ckpt)}
     for method in cfg.dynamics.methods:
         folders |= {merge_point_dir(cfg, method, t, merge_model) for t in path_points(cfg, method)}

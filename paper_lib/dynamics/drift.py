@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..core import intervals
 from ..core.artifacts import cached_step, read_json, write_json_atomic
 from ..core.config import Config
+from ..core.runtime import NonFiniteError
 from ..data import DATA_CODE, tokenizer_hash
 from ..matching.pairs import activation_sample_dir, load_activation_sample, sample_blocks
 from ..models.build import load_hf, to_hooked
@@ -48,6 +49,8 @@ class DriftAccumulator:
             raise ValueError(f"drift needs two [positions, {self.sums.shape[1]}] chunks of one shape; got "
                              f"{x.shape} and {y.shape}")
         x, y = x.astype(np.float64), y.astype(np.float64)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise NonFiniteError("activations hold NaN or inf: the model or SAE is broken; nothing was cached")
         self.n += len(x)
         self.sums += np.stack([x.sum(0), y.sum(0), (x * x).sum(0), (y * y).sum(0), (x * y).sum(0)])
 

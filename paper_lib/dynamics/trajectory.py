@@ -27,7 +27,7 @@ import torch
 from ..core.artifacts import cached_step, read_json, write_json_atomic
 from ..core.config import Config
 from ..core.registry import REGISTRY
-from ..data import corpora_fingerprints, domain_blocks, mixture_blocks
+from ..data import corpora_fingerprints, domain_blocks, get_tokenizer, mixture_blocks
 from ..models import model_dir
 from ..models.build import load_hf
 from ..models.train import TRAIN_CODE, _Blocks, _check_training, _curve_blocks, _trainable, usable_checkpoint
@@ -46,15 +46,16 @@ class Checkpoint:
     """One point of a fine-tune's trajectory: ``path`` is a folder holding ``model/`` (an HF checkpoint)."""
 
     model: str  # the fine-tune (registry name)
-    fraction: float  # of the fine-tune's tokens: 0 is its parent, 1 the fine-tune
+    fraction: float  # of the fine-tune's steps (its tokens): 0 is its parent, 1 the fine-tune
     step: int
     tokens: int
     path: Path
+    nominal: float  # the fraction asked for (``cfg.dynamics.fractions``); ``fraction`` is where the step landed
 
     @property
     def key(self) -> str:
         """What identifies the weights in cache keys: the step folder's name and, for a snapshot, its sub-folder."""
-        return self.path.name if self.fraction in (0.0, 1.0) else f"{self.path.parent.parent.name}/{self.path.name}"
+        return self.path.name if self.nominal in (0.0, 1.0) else f"{self.path.parent.parent.name}/{self.path.name}"
 
 
 def fine_tunes() -> tuple[str, ...]:
@@ -84,8 +85,9 @@ def total_steps(n_blocks: int, train_cfg) -> int:
 
 
 def snapshot_steps(total: int, fractions) -> list[tuple[float, int]]:
-    """``(fraction, step)`` of each snapshot: the step nearest ``fraction x total`` (at least 1). Fractions that land
-    on the same step, or on the last step (the fine-tune itself), are refused with the step size named."""
+    """``(fraction, step)`` of each snapshot: the step nearest ``fraction x total`` (at least 1; a tie goes to the
+    even step, Python's rounding). Fractions that land on the same step, or on the last step (the fine-tune
+    itself), are refused with the step size named. Tables use the step's own fraction, ``step / total``."""
     found, seen = [], {}
     for fraction in sorted(float(f) for f in fractions):
         if not 0.0 < fraction < 1.0:
@@ -136,8 +138,9 @@ def _training_arguments(train_cfg, out_dir: Path, seed: int, steps: int):
     )
 
 
-def _snapshot_callback(folders: dict[int, Path], stop: int):
-    """A Trainer callback that saves the weights at the given steps (atomically) and stops after ``stop``."""
+def _snapshot_callback(folders: dict[int, Path], stop: int, tokenizer):
+    """A Trainer callback that saves the weights (and the tokenizer, like every model folder) at the given steps,
+    atomically, and stops after ``stop``."""
     from transformers import TrainerCallback
 
     class Snapshots(TrainerCallback):
@@ -147,6 +150,7 @@ def _snapshot_callback(folders: dict[int, Path], stop: int):
                 staging = folder.with_name(folder.name + ".tmp")
                 shutil.rmtree(staging, ignore_errors=True)
                 model.save_pretrained(staging / "model", safe_serialization=True)
+                tokenizer.save_pretrained(staging / "model")
                 shutil.rmtree(folder, ignore_errors=True)
                 staging.rename(folder)
             if state.global_step >= stop:
@@ -209,14 +213,17 @@ def trajectory_dir(cfg: Config, name: str) -> Path:
         args = _training_arguments(cfg.finetune, out, cfg.seed, steps)
         trainer = Trainer(model=model, args=args, train_dataset=_Blocks(blocks),
                           eval_dataset=_Blocks(_curve_blocks(cfg, spec.domains)),
-                          callbacks=[_snapshot_callback(folders, stop)])
+                          callbacks=[_snapshot_callback(folders, stop, get_tokenizer(cfg))])
         checkpoint = usable_checkpoint(out / "checkpoints")
         started = time.time()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         seconds = time.time() - started
         _check_training(trainer.state.log_history, model, cfg.finetune)
         gap = reproduction_gap(trainer.state.log_history, original, stop)
-        if not gap["compared"] or not gap["max_relative_difference"] <= REPRODUCTION_RTOL:
+        if not gap["compared"]:
+            raise TrajectoryError(f"the rerun of {name}'s first {stop} steps logged no number at a step the fine-tune's "
+                                  "log has, so it cannot be checked: lower finetune.logging_steps or raise the fractions")
+        if not gap["max_relative_difference"] <= REPRODUCTION_RTOL:
             raise TrajectoryError(
                 f"the rerun of {name}'s first {stop} steps does not reproduce its log (largest relative difference "
                 f"{gap['max_relative_difference']:.3g} over {gap['compared']} logged numbers; at most "
@@ -225,7 +232,7 @@ def trajectory_dir(cfg: Config, name: str) -> Path:
             )
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         tokens_per_step = cfg.finetune.batch_size * blocks.shape[1]
-        snapshots = [{"fraction": f, "step": s, "tokens": min(s * tokens_per_step, blocks.numel()),
+        snapshots = [{"nominal": f, "fraction": s / steps, "step": s, "tokens": min(s * tokens_per_step, blocks.numel()),
                       "folder": str(folders[s].relative_to(out))} for f, s in planned]
         for snap in snapshots:
             if not (out / snap["folder"] / "model" / "config.json").is_file():
@@ -236,7 +243,8 @@ def trajectory_dir(cfg: Config, name: str) -> Path:
                 "tokens_per_second": round(stop * tokens_per_step / max(seconds, 1e-9), 1),
                 "reproduction": gap}
 
-    return cached_step(cfg.profile, f"trajectory-{name}", inputs, build, code=TRAIN_CODE)
+    # build is wrapped by models.train._trainable, so this module is named here to key the cache on it too
+    return cached_step(cfg.profile, f"trajectory-{name}", inputs, build, code=[*TRAIN_CODE, __name__])
 
 
 def checkpoints(cfg: Config, name: str) -> list[Checkpoint]:
@@ -244,7 +252,8 @@ def checkpoints(cfg: Config, name: str) -> list[Checkpoint]:
     parent_name = _check_fine_tune(name)
     folder = trajectory_dir(cfg, name)
     stored = read_json(folder / SNAPSHOTS_FILE)
-    points = [Checkpoint(name, 0.0, 0, 0, model_dir(cfg, parent_name))]
-    points += [Checkpoint(name, s["fraction"], s["step"], s["tokens"], folder / s["folder"]) for s in stored["snapshots"]]
-    points.append(Checkpoint(name, 1.0, stored["total_steps"], stored["total_tokens"], model_dir(cfg, name)))
+    points = [Checkpoint(name, 0.0, 0, 0, model_dir(cfg, parent_name), 0.0)]
+    points += [Checkpoint(name, s["fraction"], s["step"], s["tokens"], folder / s["folder"], s["nominal"])
+               for s in stored["snapshots"]]
+    points.append(Checkpoint(name, 1.0, stored["total_steps"], stored["total_tokens"], model_dir(cfg, name), 1.0))
     return points

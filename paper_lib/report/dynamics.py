@@ -11,17 +11,15 @@ from ..core.registry import REGISTRY
 from .claims import listing, percent, sentence
 
 
-def _fraction(f: float) -> str:
-    if f in (0, 0.0):
-        return "the parent"
+def _when(row: dict) -> str:
+    """Where a checkpoint sits: 'at the parent', 'after 24% of its tokens (step 18 of 74)', 'at the end'."""
+    f, step = row["fraction"], row.get("step")
+    if f == 0:
+        return "at the parent"
     if f == 1:
-        return "the end of the fine-tune"
-    return f"1/{round(1 / f)} of its tokens" if round(1 / f) == 1 / f else f"{f:g} of its tokens"
-
-
-def _when(f: float) -> str:
-    """'at the parent', 'after 1/4 of its tokens', 'at the end of the fine-tune'."""
-    return f"after {_fraction(f)}" if 0 < f < 1 else f"at {_fraction(f)}"
+        return "at the end of the fine-tune"
+    total = round(step / f) if step else None
+    return f"after {percent(f, 0)} of its tokens" + (f" (step {step} of {total})" if total else "")
 
 
 def _share(record) -> str:
@@ -41,7 +39,7 @@ def trajectory_sentences(data: dict[str, Any]) -> list[str]:
         lines.append(sentence(
             f"Along the {REGISTRY.label(name)} fine-tune, the share of {parent}'s SAE features whose drift stays at "
             f"r ≥ {data['threshold']} goes from {_share(start['survival_share_interval'])} at the parent to "
-            f"{_share(early['survival_share_interval'])} {_when(early['fraction'])} and "
+            f"{_share(early['survival_share_interval'])} {_when(early)} and "
             f"{_share(end['survival_share_interval'])} at the end (bootstrap over the parent's live features); "
             f"the parent's SAE explains {_share(end['parent_sae_explained_variance_interval'])} of the variance of "
             f"the fine-tune's activations, against {_share(start['parent_sae_explained_variance_interval'])} of "
@@ -57,15 +55,19 @@ def length_sentences(data: dict[str, Any]) -> list[str]:
     lines = []
     for verdict in data["length"]:
         label = REGISTRY.label(verdict["model"])
-        steps = ", ".join(f"{d['from']:g}→{d['to']:g}: {percent(d['relative_improvement'])}" for d in verdict["doublings"])
-        met = verdict["first_fraction_meeting_criterion"]
-        when = (f"first met by the doubling to {_fraction(met)}" if met is not None
-                else "never met within the fine-tune, which is then shorter than the criterion asks")
-        holds = "meets" if verdict["profile_length_meets_criterion"] else "does not meet"
+        steps = "; ".join(f"{percent(d['from_fraction'], 0)} to {percent(d['to_fraction'], 0)} of the tokens: "
+                          f"{_share(d['improvement_per_doubling_interval'])}" for d in verdict["steps"])
+        first = verdict["first_fraction_under_criterion"]
+        when = (f"first under it on reaching {percent(first, 0)} of the tokens" if first is not None
+                else "never under it within the fine-tune")
+        holds = {True: "meets it (the whole interval of the last doubling lies under the criterion)",
+                 False: "does not meet it (the whole interval of the last doubling lies at or over it)",
+                 None: "cannot be told to meet it or not at this size (the last doubling's interval straddles it)"}
         lines.append(sentence(
-            f"Fine-tune length ({label}): each doubling of tokens improved {verdict['domain']} validation loss by "
-            f"{steps}; the criterion (under {percent(verdict['criterion'])} per doubling) is {when}, so the "
-            f"profile's length {holds} it"
+            f"Fine-tune length ({label}): the relative improvement of {verdict['domain']} validation loss per "
+            f"doubling of tokens was {steps}. Against the criterion of {percent(verdict['criterion'])} per doubling it "
+            f"was {when}, and the profile's length {holds[verdict['profile_length_meets_criterion']]}. The curve is read "
+            "along one run whose learning rate decays to zero at its end, so the last doubling also holds the annealing"
         ))
     return lines
 
@@ -87,13 +89,13 @@ def case_sentences(data: dict[str, Any]) -> list[str]:
             lines.append(sentence(
                 f"{parent}'s {what} feature #{feature} never drifts below r = {data['threshold']} within the "
                 f"{REGISTRY.label(entry['model'])} fine-tune (its lowest drift is {lowest:.3f}); beyond the "
-                "profile's length was not run"))
+                "profile's length was not run, so whether it goes later is open"))
         else:
             at = next(r for r in mine if r["fraction"] == entry["fraction"])
             r = "it stops firing" if at["drift"] is None else f"r = {at['drift']:.3f}"
             lines.append(sentence(
                 f"{parent}'s {what} feature #{feature} first drifts below r = {data['threshold']} in the "
-                f"{REGISTRY.label(entry['model'])} fine-tune, {_when(entry['fraction'])} ({r})"))
+                f"{REGISTRY.label(entry['model'])} fine-tune {_when(at)} ({r})"))
     return lines
 
 
@@ -101,7 +103,7 @@ def agreement_sentences(data: dict[str, Any]) -> list[str]:
     lines = []
     for row in data["agreement"]:
         lines.append(sentence(
-            f"{REGISTRY.label(row['model'])} {_when(row['fraction'])}: drift keeps "
+            f"{REGISTRY.label(row['model'])} {_when(row)}: drift keeps "
             f"{_share(row['drift_survival_interval'])} of the parent's {row['live_parent_features']:,} live features, "
             f"matching to the checkpoint's own SAE keeps {_share(row['matching_survival_interval'])}; the two verdicts "
             f"agree on {_share(row['agreement_interval'])} of the features (Cohen's kappa "
@@ -124,26 +126,33 @@ def merge_sentences(data: dict[str, Any]) -> list[str]:
             f"{_share(crossing) if crossing else 'no t (they do not cross)'}"))
     read = [m for m in data["methods"] if m.get("crossing_t") is not None]
     if read:
-        parts = [f"{m['method'].replace('_', ' ')} (t = {m['crossing_t']:.2f}, accuracy {m['accuracy_at_crossing']:.3f}): "
-                 f"{REGISTRY.label(first)} {_share(m[f'{first}_survival_at_crossing_interval'])}, "
-                 f"{REGISTRY.label(second)} {_share(m[f'{second}_survival_at_crossing_interval'])}" for m in read]
-        lines.append(sentence("At each method's accuracy crossing, the share of each parent's SAE features that "
-                              "survive: " + "; ".join(parts)))
+        parts = [f"{m['method'].replace('_', ' ')} (t = {_share(m['crossing_t_interval'])}, accuracy "
+                 f"{m['accuracy_at_crossing']:.3f} on both): {REGISTRY.label(first)} "
+                 f"{_share(m[f'{first}_survival_at_crossing_interval'])}, {REGISTRY.label(second)} "
+                 f"{_share(m[f'{second}_survival_at_crossing_interval'])}" for m in read]
+        lines.append(sentence(
+            "Each method read where it is equally accurate on both domains (its accuracy crossing, on the grid t = "
+            + ", ".join(f"{x:g}" for x in read[0]["grid"]) + "; the crossing taken at its point estimate), with the "
+            "share of each parent's SAE features that survive there: " + "; ".join(parts)))
+    if len(read) > 1:
         weaker = {m["method"]: min((m[f"{p}_survival_at_crossing_interval"] for p in (first, second)),
                                    key=lambda record: record["value"]) for m in read}
         best = max(read, key=lambda m: weaker[m["method"]]["value"])
         name = best["method"].replace("_", " ")
         tied = [m["method"].replace("_", " ") for m in read
                 if m is not best and _overlap(weaker[best["method"]], weaker[m["method"]])]
+        spread = f"{min(m['accuracy_at_crossing'] for m in read):.3f}-{max(m['accuracy_at_crossing'] for m in read):.3f}"
         if tied:
             lines.append(sentence(
                 f"{name} keeps the largest share of its weaker parent's features at its crossing "
                 f"({_share(weaker[best['method']])}), but that interval overlaps the weaker parent's share under "
-                f"{listing(tied)}: at this size we cannot tell which method keeps most"))
+                f"{listing(tied)}: at this size we cannot tell which method keeps most (the crossings sit at "
+                f"accuracies {spread})"))
         else:
             lines.append(sentence(
-                f"{name} keeps the most features of both parents at equal accuracy: its weaker parent keeps "
-                f"{_share(weaker[best['method']])}, clear of every other method's weaker parent"))
+                f"{name} keeps the most features of both parents at its crossing: its weaker parent keeps "
+                f"{_share(weaker[best['method']])}, clear of every other method's weaker parent (the crossings sit at "
+                f"accuracies {spread}, so the methods are not at one accuracy)"))
     return lines
 
 
