@@ -168,3 +168,28 @@ def test_trajectory_on_smoke_reproduces_the_fine_tune_and_starts_at_drift_one(sm
     assert 0 < float((snap - parent).norm()) < float((child - parent).norm())
     with pytest.raises(dynamics.TrajectoryError, match="not a fine-tune"):
         dynamics.checkpoints(smoke_cfg, "luastories")
+
+
+def _interval(value, low, high):
+    return {"value": value, "low": low, "high": high, "confidence": 0.95, "method": "test", "n": 100}
+
+
+def _method(name, lua, tinystories):
+    return {"method": name, "grid": [0.0, 0.5, 1.0], "crossing_t": 0.5, "crossing_t_interval": _interval(0.5, 0.4, 0.6),
+            "accuracy_at_crossing": 0.3, "lua_survival_at_crossing": lua[0],
+            "lua_survival_at_crossing_interval": _interval(*lua), "tinystories_survival_at_crossing": tinystories[0],
+            "tinystories_survival_at_crossing_interval": _interval(*tinystories),
+            "lua_half_survival_t": 0.7, "lua_half_survival_t_interval": _interval(0.7, 0.65, 0.75)}
+
+
+def test_merge_verdict_names_a_winner_only_when_the_weaker_parents_intervals_are_apart():
+    from paper_lib.report.dynamics import merge_sentences
+
+    data = {"merge_parents": ["lua", "tinystories"], "methods": [
+        _method("slerp", (0.9, 0.85, 0.95), (0.58, 0.53, 0.63)), _method("ties", (0.8, 0.75, 0.85), (0.7, 0.65, 0.75))]}
+    text = " ".join(merge_sentences(data))
+    assert "Ties keeps the most features of both parents" in text and "not at one accuracy" in text
+    data["methods"][0] = _method("slerp", (0.9, 0.85, 0.95), (0.68, 0.62, 0.72))
+    assert "cannot tell which method keeps most" in " ".join(merge_sentences(data))
+    data["methods"] = data["methods"][:1]  # one method: nothing to compare it with
+    assert not any("keeps" in line for line in merge_sentences(data))

@@ -141,18 +141,19 @@ def merge_sentences(data: dict[str, Any]) -> list[str]:
         name = best["method"].replace("_", " ")
         tied = [m["method"].replace("_", " ") for m in read
                 if m is not best and _overlap(weaker[best["method"]], weaker[m["method"]])]
-        spread = f"{min(m['accuracy_at_crossing'] for m in read):.3f}-{max(m['accuracy_at_crossing'] for m in read):.3f}"
+        low, high = (f(m["accuracy_at_crossing"] for m in read) for f in (min, max))
+        spread = f"accuracies {low:.3f}-{high:.3f}" if f"{low:.3f}" != f"{high:.3f}" else f"accuracy {low:.3f}"
         if tied:
             lines.append(sentence(
                 f"{name} keeps the largest share of its weaker parent's features at its crossing "
                 f"({_share(weaker[best['method']])}), but that interval overlaps the weaker parent's share under "
                 f"{listing(tied)}: at this size we cannot tell which method keeps most (the crossings sit at "
-                f"accuracies {spread})"))
+                f"{spread})"))
         else:
             lines.append(sentence(
                 f"{name} keeps the most features of both parents at its crossing: its weaker parent keeps "
                 f"{_share(weaker[best['method']])}, clear of every other method's weaker parent (the crossings sit at "
-                f"accuracies {spread}, so the methods are not at one accuracy)"))
+                f"{spread}: each method is read at its own balance point, not at one accuracy)"))
     return lines
 
 
