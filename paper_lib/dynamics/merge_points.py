@@ -14,8 +14,10 @@ first parent (Lua, t = 0) to its second (TinyStories, t = 1) for every method:
   sets a task vector's share of the sign vote, and an entry kept from one model alone enters at full size however
   small its weight, so the path would jump away from each fine-tune at its first step.
 
-At each point: loss and accuracy on both parents' domains (``cfg.dynamics.eval_blocks`` validation blocks each, per
-block for intervals) and the drift of both parents' SAEs (``dynamics.drift``) on the merge's matching sample.
+At each point: the drift of both parents' SAEs (``dynamics.drift``) on the merge's matching sample, and at the points
+of ``cfg.dynamics.merge_points`` (where the methods are compared) loss and accuracy on both parents' domains
+(``cfg.dynamics.eval_blocks`` validation blocks each, per block for intervals). SLERP's extra points, Figure 5's
+sweep, have their accuracy in notebook 03 already.
 """
 
 from __future__ import annotations
@@ -97,9 +99,14 @@ def merge_parents(model: str) -> tuple[str, str, str]:
     return first, second, REGISTRY.root(first)
 
 
+def evaluated(cfg: Config, t: float) -> bool:
+    """Whether a merge point gets loss and accuracy (a point of ``cfg.dynamics.merge_points``), or drift only."""
+    return any(abs(float(t) - float(p)) < 1e-9 for p in cfg.dynamics.merge_points)
+
+
 def merge_point_dir(cfg: Config, method: str, t: float, model: str = "luastories") -> Path:
-    """One point of a merge path (cached): ``metrics.json`` and ``block_sums.npz`` on both parents' domains, and
-    ``<parent>_drift.npz`` / ``<parent>_summary.json`` for each parent's SAE."""
+    """One point of a merge path (cached): ``<parent>_drift.npz`` / ``<parent>_summary.json`` for each parent's SAE
+    and, where ``evaluated``, ``metrics.json`` and ``block_sums.npz`` on both parents' domains."""
     first, second, root = merge_parents(model)
     folders = {name: model_dir(cfg, name) for name in (first, second, root)}
     domains = REGISTRY.data_domains(model)
@@ -114,7 +121,7 @@ def merge_point_dir(cfg: Config, method: str, t: float, model: str = "luastories
         "eval_blocks": n, "tokenizer": tokenizer_hash(cfg), "corpora": corpora_fingerprints(cfg, domains, "validation"),
         "saes": {p: sae_dir(cfg, p).name for p in (first, second)},
         "samples": {p: activation_sample_dir(cfg, p, samples[p]).name for p in (first, second)},
-        "threshold": cfg.matching.threshold,
+        "threshold": cfg.matching.threshold, "evaluate": evaluated(cfg, t),
     }
     if method in ("linear", "slerp"):
         inputs["models"].pop(root)
@@ -123,7 +130,7 @@ def merge_point_dir(cfg: Config, method: str, t: float, model: str = "luastories
         merged = run_merge(config, out / "merged" / "model")
         hf = load_hf(out / "merged")
         metrics, sums = {}, {}
-        for domain in domains:
+        for domain in domains if evaluated(cfg, t) else ():
             result = evaluate_lm(hf, first_blocks(cfg, domain, n), cfg.pretrain.eval_batch_size,
                                  desc=f"{method} t={t:.2f} on {domain}")
             metrics[domain] = {"loss": result["loss"], "accuracy": result["accuracy"]}
@@ -134,7 +141,8 @@ def merge_point_dir(cfg: Config, method: str, t: float, model: str = "luastories
         for parent in (first, second):
             drift, summary = compute_drift(cfg, parent, samples[parent], hooked, evaluate=False)
             save_drift(out, drift, summary, prefix=f"{parent}_")
-        np.savez(out / "block_sums.npz", **sums)
+        if sums:
+            np.savez(out / "block_sums.npz", **sums)
         write_json_atomic(out / "metrics.json", metrics)
         shutil.rmtree(merged.parent)  # ~4 bytes a weight: the numbers are what is kept
         return {}

@@ -30,35 +30,33 @@ def path_points(cfg: Config, method: str) -> list[float]:
 
 
 def merge_path(cfg: Config, method: str, model: str = "luastories") -> dict[str, Any]:
-    """Every point of one method's path: ``t``; per domain ``{domain}_correct`` / ``{domain}_loss`` [blocks, n_t]
-    and ``{domain}_tokens``; per parent ``{parent}_survives`` [live features, n_t] (bool) and the table rows."""
+    """Every point of one method's path: ``t`` [n_t] and per parent ``{parent}_survives`` [live features, n_t]
+    (bool); ``eval_t`` [n_e] (the evaluated points) with per domain ``{domain}_correct`` / ``{domain}_loss``
+    [blocks, n_e] and ``{domain}_tokens``; ``rows``, one per point (accuracy and loss where evaluated)."""
     first, second, _ = merge_parents(model)
     points = path_points(cfg, method)
-    rows, per_t = [], []
+    rows, sums, eval_t, survives = [], [], [], {p: [] for p in (first, second)}
     for t in tqdm(points, desc=f"{method} path", leave=False):
         folder = merge_point_dir(cfg, method, t, model)
-        with np.load(folder / "block_sums.npz") as stored:
-            per_t.append({k: stored[k] for k in stored.files})
-        metrics = read_json(folder / "metrics.json")
         row: dict[str, Any] = {"method": method, "t": t}
-        for domain, values in metrics.items():
+        for domain, values in read_json(folder / "metrics.json").items():
             row.update({f"{domain}_{k}": v for k, v in values.items()})
+        if (folder / "block_sums.npz").is_file():
+            with np.load(folder / "block_sums.npz") as stored:
+                sums.append({k: stored[k] for k in stored.files})
+            eval_t.append(t)
         for parent in (first, second):
             drift, summary = load_drift(folder, prefix=f"{parent}_")
             row[f"{parent}_survival"] = summary["survival_share"]["value"] if summary["survival_share"] else None
             row[f"{parent}_survival_interval"] = summary["survival_share"]
             row[f"{parent}_mean_drift"] = summary["mean_r"]
-            per_t[-1][f"{parent}_r"] = drift["r"][drift["live"]]
+            r = drift["r"][drift["live"]]
+            survives[parent].append(np.nan_to_num(r, nan=-np.inf) >= cfg.matching.threshold)
         rows.append(row)
-    path: dict[str, Any] = {"t": np.asarray(points), "rows": rows}
-    for key in per_t[0]:
-        if key.endswith("_tokens"):
-            path[key] = per_t[0][key]
-        elif key.endswith("_r"):
-            r_FT = np.stack([p[key] for p in per_t], axis=1)
-            path[key.removesuffix("_r") + "_survives"] = np.nan_to_num(r_FT, nan=-np.inf) >= cfg.matching.threshold
-        else:
-            path[key] = np.stack([p[key] for p in per_t], axis=1)
+    path: dict[str, Any] = {"t": np.asarray(points), "eval_t": np.asarray(eval_t), "rows": rows}
+    path.update({f"{p}_survives": np.stack(flags, axis=1) for p, flags in survives.items()})
+    for key in sums[0] if sums else ():
+        path[key] = sums[0][key] if key.endswith("_tokens") else np.stack([s[key] for s in sums], axis=1)
     return path
 
 
@@ -89,9 +87,20 @@ def survival_at_interval(t, survives_FT, target: float) -> intervals.Interval:
 
 
 def _restricted(path: dict[str, Any], keep: list[float]) -> dict[str, Any]:
-    """A path's arrays at the points of ``keep`` only (every method is compared on the same grid)."""
-    columns = np.isin(np.round(path["t"], 6), np.round(keep, 6))
-    return {k: (v if k.endswith("_tokens") or k == "rows" else v[..., columns]) for k, v in path.items()}
+    """A path at the points of ``keep`` only, survival and accuracy on the same grid (every method is compared on
+    the same points)."""
+    at = {name: np.isin(np.round(path[name], 6), np.round(keep, 6)) for name in ("t", "eval_t")}
+    if not np.array_equal(np.round(path["t"][at["t"]], 6), np.round(path["eval_t"][at["eval_t"]], 6)):
+        raise ValueError(f"the points {keep} are not all evaluated on this path ({list(path['eval_t'])})")
+    restricted = {}
+    for key, value in path.items():
+        if key in ("rows",) or key.endswith("_tokens"):
+            restricted[key] = value
+        elif key.endswith("_survives") or key == "t":
+            restricted[key] = value[..., at["t"]]
+        else:
+            restricted[key] = value[..., at["eval_t"]]
+    return restricted
 
 
 def methods_table(cfg: Config, model: str = "luastories") -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -65,7 +65,8 @@ def methods_figure(path: pd.DataFrame, summary: pd.DataFrame, labels: Mapping[st
         rows = path[path["method"] == method].sort_values("t")
         top, bottom = axes[0, column], axes[1, column]
         for domain, color in zip(domains, colors):
-            plot_band(top, rows["t"], rows[f"{domain}_accuracy"], color=color, label=f"accuracy on {domain}")
+            measured = rows.dropna(subset=[f"{domain}_accuracy"])  # SLERP's extra points carry drift only
+            plot_band(top, measured["t"], measured[f"{domain}_accuracy"], color=color, label=f"accuracy on {domain}")
         for parent, color in zip(parents, colors):
             low, high = interval_bounds(rows[f"{parent}_survival_interval"])
             plot_band(bottom, rows["t"], rows[f"{parent}_survival"], low, high, color=color,
