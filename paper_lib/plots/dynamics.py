@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from ..core.registry import DOMAINS
 from .intervals import interval_bounds, plot_band, plot_interval_span
@@ -45,7 +46,9 @@ def trajectory_figure(table: pd.DataFrame, labels: Mapping[str, str], threshold:
                   label="parent SAE: variance explained")
         bottom.set(xscale="log", ylim=(0, 1.02), xlabel="fine-tuning tokens (the parent at the left edge)",
                    ylabel="share")
-        top.legend(fontsize=7)
+        for ax in (top, bottom):  # decades only: the minor ticks' labels collide on a short log axis
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        top.legend(fontsize=7, loc="best", framealpha=0.9)
         bottom.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
