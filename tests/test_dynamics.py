@@ -157,7 +157,8 @@ def test_trajectory_on_smoke_reproduces_the_fine_tune_and_starts_at_drift_one(sm
     from paper_lib.models.merge import load_state_dict
 
     points = dynamics.checkpoints(smoke_cfg, "lua")
-    assert [p.fraction for p in points] == [0.0, *sorted(smoke_cfg.dynamics.fractions), 1.0]
+    assert [p.nominal for p in points] == [0.0, *sorted(smoke_cfg.dynamics.fractions), 1.0]
+    assert all(p.fraction == p.step / points[-1].step for p in points)  # where each snapshot's step landed
     gap = manifest(dynamics.trajectory_dir(smoke_cfg, "lua"))["meta"]["reproduction"]
     assert gap["compared"] > 0 and gap["max_relative_difference"] <= trajectory.REPRODUCTION_RTOL
     drift, summary = dynamics.load_drift(dynamics.checkpoint_drift(smoke_cfg, points[0]))
