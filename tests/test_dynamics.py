@@ -194,3 +194,19 @@ def test_merge_verdict_names_a_winner_only_when_the_weaker_parents_intervals_are
     assert "cannot tell which method keeps most" in " ".join(merge_sentences(data))
     data["methods"] = data["methods"][:1]  # one method: nothing to compare it with
     assert not any("keeps" in line for line in merge_sentences(data))
+
+
+def test_length_criterion_scales_a_step_to_one_doubling_and_can_say_cannot_tell():
+    from paper_lib.dynamics.measures import criterion_met, doubling_improvement
+
+    rng = np.random.default_rng(0)
+    before = 5.0 + 0.1 * rng.standard_normal(200)
+    after = before * 0.9  # 10% lower on every block
+    assert doubling_improvement(before, after, 1000, 2000)["value"] == pytest.approx(0.10)
+    assert doubling_improvement(before, after, 1000, 4000)["value"] == pytest.approx(0.05)  # two doublings
+    record = doubling_improvement(before, after + 0.05 * rng.standard_normal(200), 1000, 2000)
+    assert record["low"] < record["value"] < record["high"]
+    assert criterion_met(record, 0.2) is True and criterion_met(record, 0.01) is False
+    assert criterion_met(record, record["value"]) is None and criterion_met(None, 0.02) is None
+    with pytest.raises(ValueError, match="more tokens"):
+        doubling_improvement(before, after, 2000, 2000)

@@ -93,6 +93,28 @@ def first_below(table: pd.DataFrame, threshold: float) -> dict[tuple[str, str], 
     return found
 
 
+def doubling_improvement(block_loss_a, block_loss_b, tokens_a: int, tokens_b: int) -> intervals.Interval:
+    """The relative improvement of a validation loss from a checkpoint at ``tokens_a`` to one at ``tokens_b``, per
+    doubling of tokens: ``(L_a - L_b) / L_a / log2(tokens_b / tokens_a)``, from the per-block summed losses of the
+    same validation blocks (equal tokens per block), with a 95% interval paired over those blocks."""
+    doublings = float(np.log2(tokens_b / tokens_a))
+    if not doublings > 0:
+        raise ValueError(f"the second checkpoint must have seen more tokens than the first ({tokens_a}, {tokens_b})")
+    return intervals.bootstrap(
+        (np.asarray(block_loss_a, dtype=np.float64), np.asarray(block_loss_b, dtype=np.float64)),
+        lambda la, lb, axis=-1: (la.sum(axis) - lb.sum(axis)) / la.sum(axis) / doublings,
+        unit=EVAL_UNIT, paired=True, vectorized=True,
+    )
+
+
+def criterion_met(record: intervals.Interval | None, criterion: float) -> bool | None:
+    """True when the whole interval lies under ``criterion``, False when it lies at or over it, None when it
+    straddles it (or there is no interval): cannot tell."""
+    if record is None:
+        return None
+    return True if record["high"] < criterion else False if record["low"] >= criterion else None
+
+
 def length_verdict(cfg: Config, name: str) -> dict[str, Any]:
     """The fine-tune-length criterion (``cfg.dynamics.length_criterion``) on one fine-tune's checkpoints.
 
@@ -110,18 +132,13 @@ def length_verdict(cfg: Config, name: str) -> dict[str, Any]:
     sums = [block_sums(eval_dir(cfg, c.path, c.key))[domain] for c in points]
     steps = []
     for (a, sa), (b, sb) in zip(zip(points, sums), zip(points[1:], sums[1:])):
-        doublings = float(np.log2(b.tokens / a.tokens))
-        record = intervals.bootstrap(
-            (sa["loss"], sb["loss"], sa["tokens"].astype(np.float64)),
-            lambda la, lb, n, axis=-1: (la.sum(axis) - lb.sum(axis)) / la.sum(axis) / doublings,
-            unit=EVAL_UNIT, paired=True, vectorized=True,
-        )
+        if not np.array_equal(sa["tokens"], sb["tokens"]):
+            raise ValueError(f"{name}'s checkpoints were evaluated on different blocks; rebuild their evaluations")
+        record = doubling_improvement(sa["loss"], sb["loss"], a.tokens, b.tokens)
         steps.append({"from_fraction": a.fraction, "to_fraction": b.fraction, "from_tokens": a.tokens,
-                      "to_tokens": b.tokens, "doublings": doublings, "improvement_per_doubling": record["value"],
-                      "improvement_per_doubling_interval": record})
-    last = steps[-1]["improvement_per_doubling_interval"] if steps else None
-    meets = None if last is None else (True if last["high"] < criterion else False if last["low"] >= criterion
-                                       else None)
+                      "to_tokens": b.tokens, "doublings": float(np.log2(b.tokens / a.tokens)),
+                      "improvement_per_doubling": record["value"], "improvement_per_doubling_interval": record})
+    meets = criterion_met(steps[-1]["improvement_per_doubling_interval"] if steps else None, criterion)
     first = next((s["to_fraction"] for s in steps if s["improvement_per_doubling"] < criterion), None)
     return {"model": name, "domain": domain, "criterion": criterion, "steps": steps,
             "first_fraction_under_criterion": first, "profile_length_meets_criterion": meets}
