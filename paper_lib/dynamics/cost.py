@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.artifacts import manifest, read_json, record_benchmark, run_dir
+from ..core.artifacts import manifest, record_benchmark, run_dir
 from ..core.config import Config
 from ..core.registry import REGISTRY
 from ..matching import controls
@@ -38,18 +38,13 @@ def dynamics_cost(cfg: Config) -> dict[str, Any]:
     """Seconds of notebook 08's steps (from their manifests: the time each took when it was built) beside notebook
     01's steps and its last wall time, written to the benchmark file as ``feature_dynamics``. Compare on a run
     folder made by one run: a step built by an earlier run counts with that run's time."""
-    root = run_dir(cfg.profile)
     folders = dynamics_folders(cfg)
     by_kind: dict[str, float] = {}
     for folder in folders:
         kind = folder.name.rsplit("-", 1)[0].split("-")[0]
         by_kind[kind] = by_kind.get(kind, 0.0) + manifest(folder)["seconds"]
     seconds = sum(by_kind.values())
-    base = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()
-            and p.name.rsplit("-", 1)[0] in controls.NOTEBOOK_01_STEPS]
-    base_seconds = sum(manifest(p)["seconds"] for p in base)
-    bench = root / "benchmarks.json"
-    notebook = (read_json(bench).get("notebook_01_training", {}) if bench.exists() else {}).get("wall_seconds")
+    base_seconds, notebook = controls.notebook_01_reference(cfg)
     values = {
         "dynamics_seconds": round(seconds, 1),
         "dynamics_steps": len(folders),

@@ -16,7 +16,7 @@ from ..core.artifacts import read_json
 from ..core.config import Config
 from ..core.registry import REGISTRY
 from ..models.sweep import crossing_interval, crossing_point, sweep_points
-from .drift import DRIFT_UNIT, load_drift
+from .drift import DRIFT_UNIT, load_drift, surviving
 from .merge_points import merge_parents, merge_point_dir
 
 
@@ -50,8 +50,7 @@ def merge_path(cfg: Config, method: str, model: str = "luastories") -> dict[str,
             row[f"{parent}_survival"] = summary["survival_share"]["value"] if summary["survival_share"] else None
             row[f"{parent}_survival_interval"] = summary["survival_share"]
             row[f"{parent}_mean_drift"] = summary["mean_r"]
-            r = drift["r"][drift["live"]]
-            survives[parent].append(np.nan_to_num(r, nan=-np.inf) >= cfg.matching.threshold)
+            survives[parent].append(surviving(drift, cfg.matching.threshold))
         rows.append(row)
     path: dict[str, Any] = {"t": np.asarray(points), "eval_t": np.asarray(eval_t), "rows": rows}
     path.update({f"{p}_survives": np.stack(flags, axis=1) for p, flags in survives.items()})

@@ -260,6 +260,17 @@ def method_disagreements(cfg: Config, parent: str, child: str, n: int = 3) -> pd
     return pd.DataFrame(rows)
 
 
+def notebook_01_reference(cfg: Config) -> tuple[float, float | None]:
+    """What a section's cost is read against: the build seconds of notebook 01's steps in the profile's run folder
+    (from their manifests) and notebook 01's last recorded wall time (None if never run)."""
+    root = run_dir(cfg.profile)
+    base = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()
+            and p.name.rsplit("-", 1)[0] in NOTEBOOK_01_STEPS]
+    bench = root / "benchmarks.json"
+    wall = (read_json(bench).get("notebook_01_training", {}) if bench.exists() else {}).get("wall_seconds")
+    return sum(manifest(p)["seconds"] for p in base), wall
+
+
 def controls_cost(cfg: Config) -> dict[str, Any]:
     """Seconds spent on the controls (the other-seed SAEs, the null model and its SAE, every match and activation
     sample of ``pair_matches``) beside those of notebook 01's work (tokenizer, base model, its evaluation), from
@@ -277,11 +288,7 @@ def controls_cost(cfg: Config) -> dict[str, Any]:
                 inputs = manifest(root / found["many"].extra["folder"])["inputs"]
                 folders |= {found["many"].extra["folder"], inputs["parent"], inputs["child"]}
     controls = sum(manifest(root / f)["seconds"] for f in folders)
-    base = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()
-            and p.name.rsplit("-", 1)[0] in NOTEBOOK_01_STEPS]
-    base_seconds = sum(manifest(p)["seconds"] for p in base)
-    bench = root / "benchmarks.json"
-    notebook = (read_json(bench).get("notebook_01_training", {}) if bench.exists() else {}).get("wall_seconds")
+    base_seconds, notebook = notebook_01_reference(cfg)
     values = {
         "controls_seconds": round(controls, 1),
         "controls_steps": len(folders),
