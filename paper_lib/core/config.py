@@ -8,49 +8,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .registry import DOMAINS, REGISTRY  # noqa: F401 (DOMAINS is re-exported for callers)
+from .schema import (  # noqa: F401 (ConfigError and the number types are re-exported for callers)
+    Beta, ConfigError, Fraction, Mode, NonNegative, NonNegativeFloat, Positive, PositiveFloat,
+)
+from .schema import Section as _Section
+from .schema import invalid as _invalid
+from .schema import message
 
 PROFILE_DIR = Path(__file__).parent.parent / "profiles"
 MODEL_NAMES = REGISTRY.names  # re-exported, like DOMAINS, for callers that imported it from the old config
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # names the run folder: must not climb out or nest
-
-Positive = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[int, Field(ge=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam diverges at beta = 1
-Mode = Literal["token", "position"]
-
-
-class ConfigError(ValueError):
-    """A profile or override that does not fit the configuration schema."""
-
-
-def _invalid(message: str) -> PydanticCustomError:
-    # _describe puts the key in front; cross-field checks raise ValueError and name their keys themselves.
-    return PydanticCustomError("config_value", message)
-
-
-class _Section(BaseModel):
-    """Base of every section: strict types, no unknown keys, re-checked on assignment; defaults are the paper's."""
-
-    # strict: "yes" is no bool, "3" and 1.5 are no int, True is no number; an int is still accepted for a float
-    # (and stored as a float, so cache keys built from model_dump() do not depend on how a number was written).
-    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Callers catch ConfigError, not ValidationError. A cross-field check fails after pydantic has stored the
-        # value, so the old one is put back: a rejected assignment leaves the section as it was.
-        old = self.__dict__.get(name)
-        try:
-            super().__setattr__(name, value)
-        except ValidationError as err:
-            self.__dict__[name] = old
-            raise ConfigError(_message(err, f"assignment to {type(self).__name__}")) from err
 
 
 class DataConfig(_Section):
@@ -295,6 +265,48 @@ class DynamicsConfig(_Section):
         return self
 
 
+LayerPoint = Literal["hook_resid_post", "hook_mlp_out", "mlp.hook_post"]
+
+
+class LayerwiseConfig(_Section):
+    """Layer-wise evolution (notebook 09): the deeper family's shape, per-layer similarity and per-layer SAEs."""
+
+    # Overrides of `model` for the deeper family (the registry gives it 4 layers of the profile's width).
+    architecture: dict[str, Any] = Field(default_factory=dict)
+    # Where each layer's SAE reads. The residual stream after the layer: the representation the similarity
+    # measures compare (Nadipalli's cosine is on it), what a later layer reads, and what model stitching maps.
+    hook_point: LayerPoint = "hook_resid_post"
+    # Overrides of `sae` for the per-layer SAEs (e.g. a wider dictionary on the narrow residual stream).
+    sae: dict[str, Any] = Field(default_factory=dict)
+    # The per-layer SAEs' sparsity coefficient per unit of activation scale: each layer's coefficient is this
+    # times the RMS norm of the base model's activations at that layer (scaling activations by k is the same
+    # problem as scaling the coefficient by k), so every layer and model is trained under the same pressure.
+    l1_per_rms: PositiveFloat = 0.1
+    similarity_blocks: Positive = 32  # validation blocks (of data.block_size tokens) per domain for cosine and CKA
+    # The concept whose best feature at each layer notebook 09 shows token by token (case_studies' labels).
+    concept: Literal["variable_assignment", "python_exception"] = "variable_assignment"
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture_keys(cls, architecture: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(architecture) - set(ModelConfig.model_fields))
+        if unknown:
+            raise _invalid(f"names unknown model setting(s) {unknown}; settings are {sorted(ModelConfig.model_fields)}")
+        return architecture
+
+    @field_validator("sae")
+    @classmethod
+    def _sae_keys(cls, sae: dict[str, Any]) -> dict[str, Any]:
+        reserved = {"hook_name", "l1_coefficient", "init"} & set(sae)
+        if reserved:
+            raise _invalid(f"sets {sorted(reserved)}: the hook comes from 'layerwise.hook_point' and the sparsity "
+                           "from 'layerwise.l1_per_rms'; remove them")
+        unknown = sorted(set(sae) - set(SAEConfig.model_fields))
+        if unknown:
+            raise _invalid(f"names unknown SAE setting(s) {unknown}; settings are {sorted(SAEConfig.model_fields)}")
+        return sae
+
+
 class Config(_Section):
     profile: str = "paper"
     seed: NonNegative = 0
@@ -308,6 +320,16 @@ class Config(_Section):
     case_studies: CaseStudyConfig = Field(default_factory=CaseStudyConfig)
     autointerp: AutointerpConfig = Field(default_factory=AutointerpConfig)
     dynamics: DynamicsConfig = Field(default_factory=DynamicsConfig)
+    layerwise: LayerwiseConfig = Field(default_factory=LayerwiseConfig)
+
+    @model_validator(mode="after")
+    def _layerwise_shapes_fit(self) -> Config:
+        try:  # the deeper family's model and its SAEs must be valid settings of their sections
+            ModelConfig(**{**self.model.model_dump(), **self.layerwise.architecture})
+            SAEConfig(**{**self.sae.model_dump(), **self.layerwise.sae})
+        except ValidationError as err:
+            raise ValueError(f"'layerwise' does not fit: {_message(err, 'layerwise')}") from None
+        return self
 
     @field_validator("profile")
     @classmethod
@@ -322,49 +344,8 @@ class Config(_Section):
         return self.model_dump()
 
 
-_TYPE_PHRASES = {
-    "int_type": "must be an integer", "int_parsing": "must be an integer", "int_from_float": "must be an integer",
-    "float_type": "must be a number", "float_parsing": "must be a number", "finite_number": "must be a finite number",
-    "bool_type": "must be true or false", "bool_parsing": "must be true or false", "string_type": "must be a string",
-    "dict_type": "must be a mapping", "model_type": "must be a mapping of its keys", "list_type": "must be a list",
-}
-_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-
-
-def _describe(error: dict) -> str:
-    """One pydantic error in the loader's own phrasing, naming the dotted key."""
-    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
-    loc = tuple(p for p in error["loc"] if p != "[key]")
-    # List positions go after the quoted key; an unknown key sits in a section, where an int (YAML) is a key too.
-    kind = "extra_forbidden" if kind == "invalid_key" else kind
-    key = ".".join(str(p) for p in loc if kind == "extra_forbidden" or not isinstance(p, int))
-    indices = "".join(f"[{p}]" for p in loc if isinstance(p, int))
-    where = f"'{key}'" + (f" entry {indices}" if indices else "")
-    if kind == "extra_forbidden":
-        section: type[BaseModel] = Config  # only sections forbid extra keys, so every step of loc is a section
-        for part in loc[:-1]:
-            section = section.model_fields[part].annotation
-        return f"unknown config key '{key}'. Known keys here: {', '.join(sorted(section.model_fields))}"
-    if kind in _TYPE_PHRASES:
-        return f"{where} {_TYPE_PHRASES[kind]}, got {type(value).__name__} ({value!r})"
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", ctx["expected"])  # pydantic's "'a', 'b' or 'c'"
-        return f"{where} is {value!r}; choose one of {', '.join(choices)}"
-    if kind in _BOUNDS:
-        (bound,) = ctx.values()  # the one of gt, ge, lt, le that failed
-        return f"{where} must be {_BOUNDS[kind]} {bound} (got {value!r})"
-    if kind == "config_value":
-        return f"{where} {error['msg']}"
-    if kind == "value_error":
-        return str(ctx["error"])
-    return f"{where} is invalid: {error['msg']} (got {value!r})"
-
-
 def _message(err: ValidationError, source: str) -> str:
-    problems = [_describe(e) for e in err.errors(include_url=False)]
-    if len(problems) == 1:
-        return f"{source}: {problems[0]}"
-    return f"{source}: {len(problems)} problems:\n  - " + "\n  - ".join(problems)
+    return message(err, source, Config)
 
 
 def _merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,9 @@ class ModelSpec:
     other family listing; its ``domains`` are its SAE's data.
     ``architecture``: overrides of ``cfg.model`` (e.g. ``{"num_hidden_layers": 4}`` for a deeper member);
     a fine-tune or merge inherits its parents' shape.
+    ``family``: the models a section compares. ``paper`` (the paper's four models) is what ``names``, the
+    matching pairs, the flow figure and the case studies read; another family (the deeper ``layerwise`` one of
+    notebook 09) is listed by ``family`` and reaches those only where a caller names it.
     """
 
     name: str
@@ -40,6 +43,7 @@ class ModelSpec:
     domains: tuple[str, ...] = ()
     architecture: dict = field(default_factory=dict)
     control: bool = False
+    family: str = "paper"
 
     def __post_init__(self):
         expected = {"pretrain": 0, "finetune": 1, "merge": 2, "init": 0}[self.recipe]
@@ -63,12 +67,26 @@ class Registry:
             missing = [p for p in spec.parents if p not in self._specs]
             if missing:
                 raise RegistryError(f"model '{spec.name}': parent(s) {missing} must be registered before it")
+            other = [p for p in spec.parents if self._specs[p].family != spec.family]
+            if other:
+                raise RegistryError(f"model '{spec.name}' (family {spec.family}): parent(s) {other} are of another family")
             self._specs[spec.name] = spec
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The family's model names in registry order (parents first); controls are left out."""
-        return tuple(n for n, s in self._specs.items() if not s.control)
+        """The paper family's model names in registry order (parents first); controls are left out."""
+        return self._members("paper")
+
+    def _members(self, family: str) -> tuple[str, ...]:
+        return tuple(n for n, s in self._specs.items() if not s.control and s.family == family)
+
+    def family(self, family: str) -> tuple[str, ...]:
+        """The model names of one family in registry order (parents first); controls are left out."""
+        found = self._members(family)
+        if not found:
+            known = sorted({s.family for s in self._specs.values()})
+            raise RegistryError(f"unknown family '{family}'; families are {', '.join(known)}")
+        return found
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -93,8 +111,8 @@ class Registry:
 
     @property
     def labels(self) -> dict[str, str]:
-        """``{name: label}`` of every model."""
-        return {n: s.label for n, s in self._specs.items() if not s.control}
+        """``{name: label}`` of the paper family's models (``label`` names any model)."""
+        return {n: self._specs[n].label for n in self.names}
 
     def ancestors(self, name: str) -> list[str]:
         """All ancestors, nearest first along ``parents[0]``, each once (depth-first over parents in order)."""
@@ -153,7 +171,8 @@ class Registry:
     def edges(self, names: tuple[str, ...] | list[str] | None = None) -> list[tuple[str, str]]:
         """Every (parent, child) pair, in registry order: the matching pairs of Figure 2."""
         keep = set(self.names if names is None else names)
-        return [(p, n) for n in self.names if n in keep for p in self._specs[n].parents if p in keep]
+        members = [n for n, s in self._specs.items() if not s.control]
+        return [(p, n) for n in members if n in keep for p in self._specs[n].parents if p in keep]
 
     def route(self, name: str) -> list[str]:
         """The path from the root to a model along ``parents[0]`` (a merge is reached through its base model)."""
@@ -164,7 +183,8 @@ class Registry:
 
     def routes_from(self, root: str) -> dict[str, list[str]]:
         """``{model: route}`` of every model descending from ``root`` (the case studies follow these)."""
-        return {n: self.route(n) for n in self.names if n != root and self.route(n)[0] == root}
+        family = self.family(self.spec(root).family)
+        return {n: self.route(n) for n in family if n != root and self.route(n)[0] == root}
 
     def depth(self, name: str) -> int:
         """Generations below the root (the longest path through any parent)."""
@@ -199,6 +219,18 @@ PAPER_FAMILY = (
 NULL_MODEL = "untrained"
 CONTROLS = (ModelSpec(NULL_MODEL, "Untrained", "init", domains=DOMAINS, control=True),)
 
-REGISTRY = Registry(PAPER_FAMILY + CONTROLS)
+# The deeper family of notebook 09 (layer-wise evolution): BabyPython with more layers, trained on the same data
+# and tokenizer by the same code, and its two fine-tunes. The registry gives it 4 layers of the profile's width;
+# a profile reshapes it through `layerwise.architecture` (the cpu profile narrows it to train in minutes).
+LAYERWISE_FAMILY = (
+    ModelSpec("babypython_deep", "BabyPython (deep)", "pretrain", domains=("babylm", "python"),
+              architecture={"num_hidden_layers": 4}, family="layerwise"),
+    ModelSpec("lua_deep", "Lua (deep)", "finetune", parents=("babypython_deep",), domains=("lua",),
+              family="layerwise"),
+    ModelSpec("tinystories_deep", "TinyStories (deep)", "finetune", parents=("babypython_deep",),
+              domains=("tinystories",), family="layerwise"),
+)
+
+REGISTRY = Registry(PAPER_FAMILY + CONTROLS + LAYERWISE_FAMILY)
 MODEL_NAMES = REGISTRY.names
 MODEL_LABELS = REGISTRY.labels

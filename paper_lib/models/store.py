@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,21 @@ from .merge import merged_dir
 from .train import finetuned_dir, pretrained_dir
 
 
+def architecture(cfg: Config, name: str) -> dict:
+    """``cfg.model`` overrides of a registry model: its root's registry entry, then the profile's reshaping of its
+    family (``layerwise.architecture`` for the deeper family)."""
+    spec = REGISTRY.spec(REGISTRY.root(name))
+    profiled = cfg.layerwise.architecture if spec.family == "layerwise" else {}
+    return {**spec.architecture, **profiled}
+
+
 def model_dir(cfg: Config, name: str) -> Path:
     """The finished artifact folder of a registry model, made by its recipe (parents first) on first use."""
     spec = REGISTRY.spec(name)
     if spec.recipe == "pretrain":
-        path = pretrained_dir(cfg, spec)
+        path = pretrained_dir(cfg, replace(spec, architecture=architecture(cfg, name)))
     elif spec.recipe == "init":
-        path = initial_dir(cfg, spec)
-    elif spec.recipe == "init":
-        path = initial_dir(cfg, spec)
+        path = initial_dir(cfg, replace(spec, architecture=architecture(cfg, name)))
     elif spec.recipe == "finetune":
         path = finetuned_dir(cfg, spec, model_dir(cfg, spec.parents[0]))
     else:
