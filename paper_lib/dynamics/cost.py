@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.artifacts import manifest, record_benchmark, run_dir
+from ..core.artifacts import run_dir
 from ..core.config import Config
 from ..core.registry import REGISTRY
 from ..matching import controls
@@ -35,23 +35,6 @@ def dynamics_folders(cfg: Config, merge_model: str = "luastories") -> set:
 
 
 def dynamics_cost(cfg: Config) -> dict[str, Any]:
-    """Seconds of notebook 08's steps (from their manifests: the time each took when it was built) beside notebook
-    01's steps and its last wall time, written to the benchmark file as ``feature_dynamics``. Compare on a run
-    folder made by one run: a step built by an earlier run counts with that run's time."""
-    folders = dynamics_folders(cfg)
-    by_kind: dict[str, float] = {}
-    for folder in folders:
-        kind = folder.name.rsplit("-", 1)[0].split("-")[0]
-        by_kind[kind] = by_kind.get(kind, 0.0) + manifest(folder)["seconds"]
-    seconds = sum(by_kind.values())
-    base_seconds, notebook = controls.notebook_01_reference(cfg)
-    values = {
-        "dynamics_seconds": round(seconds, 1),
-        "dynamics_steps": len(folders),
-        "seconds_by_kind": {k: round(v, 1) for k, v in sorted(by_kind.items())},
-        "notebook_01_steps_seconds": round(base_seconds, 1),
-        "notebook_01_wall_seconds": notebook,
-        "ratio_to_notebook_01_steps": round(seconds / base_seconds, 3) if base_seconds else None,
-    }
-    record_benchmark(cfg.profile, "feature_dynamics", values)
-    return values
+    """Seconds of notebook 08's steps beside notebook 01's, written to the benchmark file as ``feature_dynamics``
+    (``controls.section_cost``)."""
+    return controls.section_cost(cfg, dynamics_folders(cfg), "dynamics", "feature_dynamics")

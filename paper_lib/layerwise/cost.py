@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core.artifacts import manifest, record_benchmark, run_dir
+from ..core.artifacts import manifest, run_dir
 from ..core.config import Config
 from ..matching import controls
 from ..models import model_dir
@@ -33,23 +33,7 @@ def layerwise_folders(cfg: Config) -> set[Path]:
 
 
 def layerwise_cost(cfg: Config) -> dict[str, Any]:
-    """Seconds of notebook 09's steps (from their manifests: the time each took when it was built) beside notebook
-    01's steps and its last wall time, written to the benchmark file as ``layerwise``. Compare on a run folder made
-    by one run: a step built by an earlier run (or an older code version still in the folder) counts too."""
-    folders = layerwise_folders(cfg)
-    by_kind: dict[str, float] = {}
-    for folder in folders:
-        kind = folder.name.rsplit("-", 1)[0].split("-")[0]
-        by_kind[kind] = by_kind.get(kind, 0.0) + manifest(folder)["seconds"]
-    seconds = sum(by_kind.values())
-    base_seconds, notebook = controls.notebook_01_reference(cfg)
-    values = {
-        "layerwise_seconds": round(seconds, 1),
-        "layerwise_steps": len(folders),
-        "seconds_by_kind": {k: round(v, 1) for k, v in sorted(by_kind.items())},
-        "notebook_01_steps_seconds": round(base_seconds, 1),
-        "notebook_01_wall_seconds": notebook,
-        "ratio_to_notebook_01_steps": round(seconds / base_seconds, 3) if base_seconds else None,
-    }
-    record_benchmark(cfg.profile, "layerwise", values)
-    return values
+    """Seconds of notebook 09's steps (models and SAEs included) beside notebook 01's, written to the benchmark file
+    as ``layerwise`` (``controls.section_cost``). A folder of an older code version still in the run folder counts
+    too: compare on a run folder made by one run."""
+    return controls.section_cost(cfg, layerwise_folders(cfg), "layerwise", "layerwise")

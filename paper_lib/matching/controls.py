@@ -271,6 +271,29 @@ def notebook_01_reference(cfg: Config) -> tuple[float, float | None]:
     return sum(manifest(p)["seconds"] for p in base), wall
 
 
+def section_cost(cfg: Config, folders, prefix: str, benchmark: str) -> dict[str, Any]:
+    """The build seconds of a section's step ``folders`` (from their manifests: the time each took when it was
+    built), per kind of step, beside notebook 01's steps and its last wall time, written to the benchmark file
+    under ``benchmark`` (keys ``<prefix>_seconds``, ``<prefix>_steps``). Compare on a run folder made by one run: a
+    step built by an earlier run counts with that run's time."""
+    by_kind: dict[str, float] = {}
+    for folder in folders:
+        kind = folder.name.rsplit("-", 1)[0].split("-")[0]
+        by_kind[kind] = by_kind.get(kind, 0.0) + manifest(folder)["seconds"]
+    seconds = sum(by_kind.values())
+    base_seconds, notebook = notebook_01_reference(cfg)
+    values = {
+        f"{prefix}_seconds": round(seconds, 1),
+        f"{prefix}_steps": len(folders),
+        "seconds_by_kind": {k: round(v, 1) for k, v in sorted(by_kind.items())},
+        "notebook_01_steps_seconds": round(base_seconds, 1),
+        "notebook_01_wall_seconds": notebook,
+        "ratio_to_notebook_01_steps": round(seconds / base_seconds, 3) if base_seconds else None,
+    }
+    record_benchmark(cfg.profile, benchmark, values)
+    return values
+
+
 def controls_cost(cfg: Config) -> dict[str, Any]:
     """Seconds spent on the controls (the other-seed SAEs, the null model and its SAE, every match and activation
     sample of ``pair_matches``) beside those of notebook 01's work (tokenizer, base model, its evaluation), from
