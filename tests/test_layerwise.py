@@ -98,6 +98,11 @@ def test_an_sae_matched_to_itself_across_the_cross_layer_path_keeps_every_live_f
 def test_persistence_rows_read_against_their_ceiling_and_floor(smoke_cfg):
     from paper_lib.layerwise import fine_tunes, layers, persistence_table
 
+    from paper_lib.layerwise import ceiling, same_layer
+
+    # the ceiling is read on the base's own SAE: the child side of the base-against-itself match, on the same sample
+    real, top = same_layer(smoke_cfg, fine_tunes()[0], 0), ceiling(smoke_cfg, fine_tunes()[0], 0)
+    assert np.array_equal(top.dead_child, real.dead_parent)
     table = persistence_table(smoke_cfg)
     assert len(table) == len(fine_tunes()) * len(layers(smoke_cfg))
     for row in table.to_dict("records"):

@@ -280,7 +280,8 @@ class LayerwiseConfig(_Section):
     sae: dict[str, Any] = Field(default_factory=dict)
     # The per-layer SAEs' sparsity coefficient per unit of activation scale: each layer's coefficient is this
     # times the RMS norm of the base model's activations at that layer (scaling activations by k is the same
-    # problem as scaling the coefficient by k), so every layer and model is trained under the same pressure.
+    # problem as scaling the coefficient by k), so every layer is trained under the same pressure relative to the
+    # base's scale (the fine-tunes share their base's coefficient at each layer, as the one-layer family shares 1.0).
     # 0.174 is the one-layer family's own pressure on the cpu profile: its coefficient (1.0) over the RMS norm of
     # BabyPython's MLP activations there (5.75). It gave L0 48 of 1,024 features, 0.88 of the variance explained,
     # on the cpu deeper base's second layer; unmeasured at the paper's scale.

@@ -6,8 +6,8 @@ pair's sample of both models' text) and thresholds. Persistence is read from the
 base's live features at a layer that some fine-tune feature matches (``parent_persisting_share``). Its ceiling
 is the same statistic between the base's two SAE seeds at that layer (the base's independent SAE against its
 shared-seed one, on the same sample); its floor the same statistic with the fine-tune's positions shuffled (the
-permutation null's false-match rate). One ceiling per layer serves both fine-tunes, since both are read on the
-base's features.
+permutation null's false-match rate). Each fine-tune's ceiling is read on its own pair's sample (the base's two
+seeds on the same text as the real pair), so the two fine-tunes have a ceiling each at every layer.
 
 Across layers: the base at layer l against the fine-tune at layer l + 1, so a feature that moved one layer down
 is not counted as lost; beside it the base against itself one layer down, since the residual stream carries
@@ -94,7 +94,7 @@ def cross_layer(cfg: Config, parent: str, child: str, layer: int, child_layer: i
         return meta
 
     code = ["paper_lib.matching.correlate", "paper_lib.matching.classify", "paper_lib.matching.kernels",
-            "paper_lib.matching.methods"]
+            "paper_lib.matching.methods", "paper_lib.matching.pairs"]
     path = cached_step(cfg.profile, f"layerwise-cross-{parent}-{child}", inputs, build, code=code)
     return _load_result(path, "many", parent, child, METHOD, threshold)
 

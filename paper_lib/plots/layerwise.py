@@ -47,7 +47,8 @@ def similarity_figure(table: pd.DataFrame, labels: Mapping[str, str]):
 
 def persistence_figure(table: pd.DataFrame, labels: Mapping[str, str], threshold: float):
     """Left: the share of the base's live SAE features that a fine-tune's SAE at the same layer matches (r ≥
-    threshold), the base's seed ceiling at that layer (grey) and the permutation floor (dotted), and the share
+    threshold), the base's seed ceiling at that layer on the same sample (dash-dot) and the permutation floor
+    (dotted), and the share
     matched at the same or the next layer (dashed). Right: the same-layer share as a fraction of the ceiling."""
     import matplotlib.pyplot as plt
 
@@ -60,8 +61,8 @@ def persistence_figure(table: pd.DataFrame, labels: Mapping[str, str], threshold
         low, high = interval_bounds(rows["survival_interval"])
         plot_band(left, rows["depth"], rows["survival"], low, high, color=color, label=f"{label}: same layer")
         low, high = interval_bounds(rows["ceiling_interval"])
-        plot_band(left, rows["depth"], rows["ceiling"], low, high, color="grey", ls="-",
-                  label="base seed ceiling" if child == children[0] else None)
+        plot_band(left, rows["depth"], rows["ceiling"], low, high, color=color, ls="-.", alpha=0.1,
+                  label=f"{label}: base seed ceiling (its sample)")
         left.plot(rows["depth"], rows["floor_permuted"], color=color, ls=":", lw=1,
                   label=f"{label}: permutation floor")
         if "survival_same_or_next" in rows:

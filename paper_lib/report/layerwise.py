@@ -16,6 +16,10 @@ def _f(record) -> str:
     return intervals.formatted(record)
 
 
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def trend(first, last) -> str:
     """'falls', 'rises' or 'shows no clear change': whether the last depth's interval lies wholly below or
     above the first one's."""
@@ -35,11 +39,13 @@ def model_sentences(data: dict[str, Any]) -> list[str]:
         deep, one = REGISTRY.label(bases[0]["model"]), REGISTRY.label(bases[0]["reference"])
         parts = [f"{r['domain']} {r['accuracy']:.3f} against {r['reference_accuracy']:.3f} (difference "
                  f"{_f(r['difference_interval'])}, paired over validation blocks)" for r in bases]
-        wins = [r["difference_interval"]["low"] > 0 for r in bases]
-        loses = [r["difference_interval"]["high"] < 0 for r in bases]
-        verdict = ("beats the one-layer model on both" if all(wins) else
-                   "is worse than the one-layer model on " + listing([r["domain"] for r, lo in zip(bases, loses) if lo])
-                   if any(loses) else "does not clearly beat the one-layer model on every domain")
+        wins = [r["domain"] for r in bases if r["difference_interval"]["low"] > 0]
+        loses = [r["domain"] for r in bases if r["difference_interval"]["high"] < 0]
+        parts_verdict = ([f"beats the one-layer model on {listing(wins)}"] if wins else []) + \
+                        ([f"is worse than {'it' if wins else 'the one-layer model'} on {listing(loses)}"] if loses else [])
+        verdict = (" and ".join(parts_verdict) if parts_verdict else "cannot be told apart from the one-layer model")
+        if len(wins) < len(bases) and not loses and wins:
+            verdict += " (the other domains' intervals include no difference)"
         equal = all(r["train_tokens"] == r["reference_train_tokens"] for r in bases)
         lines.append(sentence(
             f"{deep} ({arch['num_hidden_layers']} layers of width {arch['hidden_size']}, MLP "
@@ -79,14 +85,15 @@ def persistence_sentences(data: dict[str, Any]) -> list[str]:
     for child in dict.fromkeys(r["child"] for r in rows):
         mine = sorted((r for r in rows if r["child"] == child), key=lambda r: r["layer"])
         per_layer = [f"layer {r['depth']}: {_f(r['survival_interval'])} (ceiling {_f(r['ceiling_interval'])}, floor "
-                     f"{r['floor_permuted']:.3f})" for r in mine]
+                     f"{_number(r['floor_permuted'])})" for r in mine]
         first, last = mine[0], mine[-1]
-        lines.append(sentence(
-            f"Share of the base's live SAE features that {REGISTRY.label(child)}'s SAE at the same layer matches at "
-            f"r ≥ {threshold}: " + "; ".join(per_layer) + ". As a fraction of each layer's seed ceiling it goes from "
-            f"{_f(first['fraction_of_ceiling_interval'])} at layer 1 to {_f(last['fraction_of_ceiling_interval'])} at "
-            f"layer {last['depth']}: it {trend(first['fraction_of_ceiling_interval'], last['fraction_of_ceiling_interval'])} "
-            "with depth"))
+        text = (f"Share of the base's live SAE features that {REGISTRY.label(child)}'s SAE at the same layer matches at "
+                f"r ≥ {threshold} (intervals over the base's features, for one SAE seed per layer): " + "; ".join(per_layer))
+        if len(mine) > 1:
+            text += (f". As a fraction of each layer's seed ceiling it goes from {_f(first['fraction_of_ceiling_interval'])} "
+                     f"at layer 1 to {_f(last['fraction_of_ceiling_interval'])} at layer {last['depth']}: it "
+                     f"{trend(first['fraction_of_ceiling_interval'], last['fraction_of_ceiling_interval'])} with depth")
+        lines.append(sentence(text))
         moved = [r for r in mine if r.get("survival_same_or_next") is not None]
         if moved:
             parts = [f"layer {r['depth']}: {r['survival']:.3f} to {_f(r['survival_same_or_next_interval'])} (the base "
@@ -96,22 +103,32 @@ def persistence_sentences(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def together(a: str, b: str) -> str:
+    """Whether two trends ('falls', 'rises', 'shows no clear change') agree: only two clear trends can."""
+    clear = ("falls", "rises")
+    if a in clear and b in clear:
+        return "the two move together" if a == b else "they move in opposite directions"
+    return "whether they move together cannot be told from these intervals"
+
+
 def nadipalli_sentences(data: dict[str, Any]) -> list[str]:
-    """Does persistence fall with depth, as similarity does in Nadipalli's BERT? Answered per fine-tune."""
+    """Does persistence fall with depth, as similarity does in Nadipalli's BERT? Answered per fine-tune, with
+    Nadipalli's own measure (mean token cosine) and CKA both required to show the similarity trend."""
     lines = []
     for child in dict.fromkeys(r["child"] for r in data["persistence"]):
         own = REGISTRY.spec(child).domains[0]
         sim = sorted((r for r in data["similarity"] if r["child"] == child and r["domain"] == own), key=lambda r: r["depth"])
         per = sorted((r for r in data["persistence"] if r["child"] == child), key=lambda r: r["layer"])
-        sim_trend = trend(sim[1]["cka_interval"], sim[-1]["cka_interval"]) if len(sim) > 2 else "cannot be read"
+        if len(sim) < 3 or len(per) < 2:
+            continue
+        cosine = trend(sim[1]["cosine_interval"], sim[-1]["cosine_interval"])
+        cka = trend(sim[1]["cka_interval"], sim[-1]["cka_interval"])
+        sim_trend = cosine if cosine == cka else "shows no clear change"
         per_trend = trend(per[0]["fraction_of_ceiling_interval"], per[-1]["fraction_of_ceiling_interval"])
-        same = sim_trend == per_trend
         lines.append(sentence(
-            f"{REGISTRY.label(child)}: CKA on {own} {sim_trend} from layer 1 to the last, and feature persistence "
-            f"(over its ceiling) {per_trend}; " + ("the two move together here, as Nadipalli's BERT similarity would "
-                                                   "lead one to expect" if same and per_trend == "falls" else
-                                                   "they move together" if same else
-                                                   "they do not move together here")))
+            f"{REGISTRY.label(child)}: similarity to the base on {own} text (mean token cosine and CKA) {sim_trend} from "
+            f"layer 1 to the last, and feature persistence over its ceiling (matched on the pair's sample) {per_trend}: "
+            + together(sim_trend, per_trend)))
     return lines
 
 
@@ -121,8 +138,8 @@ def sae_sentences(data: dict[str, Any]) -> list[str]:
         return []
 
     def span(key, fmt="{:.3f}"):
-        values = [r[key] for r in rows if r[key] is not None]
-        return f"{fmt.format(min(values))}-{fmt.format(max(values))}"
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return f"{fmt.format(min(values))}-{fmt.format(max(values))}" if values else "n/a"
 
     return [sentence(
         f"The {len(rows)} per-layer SAEs ({rows[0]['d_sae']:,} features on the {data['hook_point']} of each layer): "
