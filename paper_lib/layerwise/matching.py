@@ -26,7 +26,7 @@ from ..core import intervals
 from ..core.artifacts import cached_step
 from ..core.config import Config
 from ..matching.classify import ASSIGNMENTS, MatchResult, classify
-from ..matching.controls import other_seeding
+from ..matching.controls import flags_fraction_interval, other_seeding, persisting_flags
 from ..matching.pairs import (
     _ARRAYS, _load_result, _vocab_size, activation_sample_dir, correlate_samples, load_activation_sample, match_saes,
     min_support, sample_domains,
@@ -106,24 +106,12 @@ def survival_flags(result: MatchResult) -> np.ndarray:
     return flags
 
 
-def _ceiling_flags(result: MatchResult) -> np.ndarray:
-    """The ceiling match's flags on the base's own SAE (the child side of that match)."""
-    flags = np.zeros(len(result.dead_child), dtype=bool)
-    flags[result.persisting] = True
-    return flags
+def _share(flags: np.ndarray, alive: np.ndarray) -> float | None:
+    return float(flags[alive].mean()) if alive.any() else None
 
 
 def _share_interval(flags: np.ndarray, alive: np.ndarray) -> dict[str, Any] | None:
     return intervals.share_interval(flags[alive], unit="live base features") if alive.any() else None
-
-
-def _fraction_interval(real: np.ndarray, top: np.ndarray, alive: np.ndarray) -> dict[str, Any] | None:
-    """Survival over its ceiling, paired over the base's live features (both are flags on the same SAE)."""
-    a, b = real[alive].astype(float), top[alive].astype(float)
-    if not alive.any() or not b.any():
-        return None
-    return intervals.bootstrap((a, b), lambda x, y: x.mean() / y.mean() if y.any() else float("nan"),
-                               unit="live base features", paired=True)
 
 
 def persistence_table(cfg: Config) -> pd.DataFrame:
@@ -140,16 +128,17 @@ def persistence_table(cfg: Config) -> pd.DataFrame:
         for layer in layers(cfg):
             real, top, null = same_layer(cfg, child, layer), ceiling(cfg, child, layer), same_layer(cfg, child, layer, True)
             alive = ~real.dead_parent & ~top.dead_child
-            flags, top_flags = survival_flags(real), _ceiling_flags(top)
+            flags, top_flags = survival_flags(real), persisting_flags(top)  # the ceiling's child: the base's SAE
             counts = real.counts()
             row = {
                 "child": child, "layer": layer, "depth": layer + 1,
                 "base_live": int(alive.sum()),
-                "survival": float(flags[alive].mean()) if alive.any() else None,
+                "survival": _share(flags, alive),
                 "survival_interval": _share_interval(flags, alive),
-                "ceiling": float(top_flags[alive].mean()) if alive.any() else None,
+                "ceiling": _share(top_flags, alive),
                 "ceiling_interval": _share_interval(top_flags, alive),
-                "fraction_of_ceiling_interval": _fraction_interval(flags, top_flags, alive),
+                "fraction_of_ceiling_interval": flags_fraction_interval(flags[alive], top_flags[alive],
+                                                                        "live base features"),
                 "floor_permuted": null.counts()["parent_persisting_share"],
                 "persisting_share": counts["persisting_share"], "emerging_share": counts["emerging_share"],
                 "disappearing_share": counts["disappearing_share"],
@@ -162,10 +151,10 @@ def persistence_table(cfg: Config) -> pd.DataFrame:
                 carried = cross_layer(cfg, base(), base(), layer, layer + 1, _domains(cfg, child))
                 either = flags | survival_flags(down)
                 row.update({
-                    "survival_next_layer": float(survival_flags(down)[alive].mean()) if alive.any() else None,
-                    "survival_same_or_next": float(either[alive].mean()) if alive.any() else None,
+                    "survival_next_layer": _share(survival_flags(down), alive),
+                    "survival_same_or_next": _share(either, alive),
                     "survival_same_or_next_interval": _share_interval(either, alive),
-                    "base_carried_next_layer": float(survival_flags(carried)[alive].mean()) if alive.any() else None,
+                    "base_carried_next_layer": _share(survival_flags(carried), alive),
                 })
             rows.append(row)
     return pd.DataFrame(rows)

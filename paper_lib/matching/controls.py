@@ -51,14 +51,21 @@ def fraction_interval(real, ceiling) -> dict[str, Any] | None:
     the same sample (the real pair's child and the ceiling's child are one SAE), so the features are resampled
     together (a paired bootstrap over the child's live features)."""
     alive = ~real.dead_child & ~ceiling.dead_child
-    a, b = persisting_flags(real)[alive].astype(float), persisting_flags(ceiling)[alive].astype(float)
-    if not alive.any() or not b.any():
+    return flags_fraction_interval(persisting_flags(real)[alive], persisting_flags(ceiling)[alive],
+                                   "live child features")
+
+
+def flags_fraction_interval(real_flags, ceiling_flags, unit: str) -> dict[str, Any] | None:
+    """The share of ``real_flags`` over the share of ``ceiling_flags``, flags on the same features (resampled
+    together: a paired bootstrap over ``unit``); None with no feature or an empty ceiling."""
+    a, b = np.asarray(real_flags, dtype=float), np.asarray(ceiling_flags, dtype=float)
+    if not len(a) or not b.any():
         return None
 
     def ratio(x, y):
         return x.mean() / y.mean() if y.any() else float("nan")
 
-    return intervals.bootstrap((a, b), ratio, unit="live child features", paired=True)
+    return intervals.bootstrap((a, b), ratio, unit=unit, paired=True)
 
 
 def _methods(cfg: Config) -> tuple[str, ...]:
@@ -297,8 +304,9 @@ def section_cost(cfg: Config, folders, prefix: str, benchmark: str) -> dict[str,
 def controls_cost(cfg: Config) -> dict[str, Any]:
     """Seconds spent on the controls (the other-seed SAEs, the null model and its SAE, every match and activation
     sample of ``pair_matches``) beside those of notebook 01's work (tokenizer, base model, its evaluation), from
-    the step manifests (the time each step took when it was built), written to the benchmark file. Several
-    folders of one step (older code versions) would all count: compare on a run folder made by one run."""
+    the step manifests (the time each step took when it was built), written to the benchmark file as
+    ``matching_controls`` (``section_cost``). Several folders of one step (older code versions) would all count:
+    compare on a run folder made by one run."""
     from ..models import model_dir
     from ..saes import sae_dir
 
@@ -310,14 +318,4 @@ def controls_cost(cfg: Config) -> dict[str, Any]:
             for found in pair_matches(cfg, parent, child, method).values():
                 inputs = manifest(root / found["many"].extra["folder"])["inputs"]
                 folders |= {found["many"].extra["folder"], inputs["parent"], inputs["child"]}
-    controls = sum(manifest(root / f)["seconds"] for f in folders)
-    base_seconds, notebook = notebook_01_reference(cfg)
-    values = {
-        "controls_seconds": round(controls, 1),
-        "controls_steps": len(folders),
-        "notebook_01_steps_seconds": round(base_seconds, 1),
-        "notebook_01_wall_seconds": notebook,
-        "ratio_to_notebook_01_steps": round(controls / base_seconds, 3) if base_seconds else None,
-    }
-    record_benchmark(cfg.profile, "matching_controls", values)
-    return values
+    return section_cost(cfg, {root / f for f in folders}, "controls", "matching_controls")

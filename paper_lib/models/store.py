@@ -18,9 +18,8 @@ from .train import finetuned_dir, pretrained_dir
 def architecture(cfg: Config, name: str) -> dict:
     """``cfg.model`` overrides of a registry model: its root's registry entry, then the profile's reshaping of its
     family (``layerwise.architecture`` for the deeper family)."""
-    spec = REGISTRY.spec(REGISTRY.root(name))
-    profiled = cfg.layerwise.architecture if spec.family == "layerwise" else {}
-    return {**spec.architecture, **profiled}
+    profiled = cfg.layerwise.architecture if REGISTRY.spec(name).family == "layerwise" else {}
+    return {**REGISTRY.architecture(name), **profiled}
 
 
 def model_dir(cfg: Config, name: str) -> Path:

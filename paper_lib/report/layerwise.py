@@ -30,6 +30,17 @@ def trend(first, last) -> str:
     return "shows no clear change"
 
 
+def _own_similarity(data: dict[str, Any], child: str) -> list[dict]:
+    """A fine-tune's similarity rows on its own domain's text, by depth (0: the embedding)."""
+    own = REGISTRY.spec(child).domains[0]
+    return sorted((r for r in data["similarity"] if r["child"] == child and r["domain"] == own), key=lambda r: r["depth"])
+
+
+def _persistence(data: dict[str, Any], child: str) -> list[dict]:
+    """A fine-tune's persistence rows, by layer."""
+    return sorted((r for r in data["persistence"] if r["child"] == child), key=lambda r: r["layer"])
+
+
 def model_sentences(data: dict[str, Any]) -> list[str]:
     rows = data["models"]
     arch = data["architecture"]
@@ -65,7 +76,7 @@ def similarity_sentences(data: dict[str, Any]) -> list[str]:
     lines = []
     for child in dict.fromkeys(r["child"] for r in rows):
         own = REGISTRY.spec(child).domains[0]
-        mine = sorted((r for r in rows if r["child"] == child and r["domain"] == own), key=lambda r: r["depth"])
+        mine = _own_similarity(data, child)
         if len(mine) < 3:
             continue
         first, last = mine[1], mine[-1]  # after the first layer, and after the last
@@ -83,7 +94,7 @@ def persistence_sentences(data: dict[str, Any]) -> list[str]:
     threshold = data["threshold"]
     lines = []
     for child in dict.fromkeys(r["child"] for r in rows):
-        mine = sorted((r for r in rows if r["child"] == child), key=lambda r: r["layer"])
+        mine = _persistence(data, child)
         per_layer = [f"layer {r['depth']}: {_f(r['survival_interval'])} (ceiling {_f(r['ceiling_interval'])}, floor "
                      f"{_number(r['floor_permuted'])})" for r in mine]
         first, last = mine[0], mine[-1]
@@ -117,8 +128,7 @@ def nadipalli_sentences(data: dict[str, Any]) -> list[str]:
     lines = []
     for child in dict.fromkeys(r["child"] for r in data["persistence"]):
         own = REGISTRY.spec(child).domains[0]
-        sim = sorted((r for r in data["similarity"] if r["child"] == child and r["domain"] == own), key=lambda r: r["depth"])
-        per = sorted((r for r in data["persistence"] if r["child"] == child), key=lambda r: r["layer"])
+        sim, per = _own_similarity(data, child), _persistence(data, child)
         if len(sim) < 3 or len(per) < 2:
             continue
         cosine = trend(sim[1]["cosine_interval"], sim[-1]["cosine_interval"])
