@@ -17,6 +17,7 @@ from .schema import (  # noqa: F401 (ConfigError and the number types are re-exp
 from .schema import Section as _Section
 from .schema import invalid as _invalid
 from .schema import message
+from .stitching_config import StitchingConfig
 
 PROFILE_DIR = Path(__file__).parent.parent / "profiles"
 MODEL_NAMES = REGISTRY.names  # re-exported, like DOMAINS, for callers that imported it from the old config
@@ -325,6 +326,7 @@ class Config(_Section):
     autointerp: AutointerpConfig = Field(default_factory=AutointerpConfig)
     dynamics: DynamicsConfig = Field(default_factory=DynamicsConfig)
     layerwise: LayerwiseConfig = Field(default_factory=LayerwiseConfig)
+    stitching: StitchingConfig = Field(default_factory=StitchingConfig)
 
     @model_validator(mode="after")
     def _layerwise_shapes_fit(self) -> Config:
@@ -333,6 +335,17 @@ class Config(_Section):
             SAEConfig(**{**self.sae.model_dump(), **self.layerwise.sae})
         except ValidationError as err:
             raise ValueError(f"'layerwise' does not fit: {_message(err, 'layerwise')}") from None
+        unknown = sorted(set(self.stitching.architecture) - set(ModelConfig.model_fields))
+        if unknown:
+            raise ValueError(f"'stitching.architecture' names unknown model setting(s) {unknown}; settings are "
+                             f"{sorted(ModelConfig.model_fields)}")
+        try:
+            small = ModelConfig(**{**self.model.model_dump(), **self.stitching.architecture})
+        except ValidationError as err:
+            raise ValueError(f"'stitching.architecture' does not fit: {_message(err, 'stitching')}") from None
+        if self.stitching.small_layer >= small.num_hidden_layers:
+            raise ValueError(f"'stitching.small_layer' is {self.stitching.small_layer}, but the small model has "
+                             f"{small.num_hidden_layers} layers: choose 0-{small.num_hidden_layers - 1}")
         return self
 
     @field_validator("profile")

@@ -33,7 +33,8 @@ class ModelSpec:
     a fine-tune or merge inherits its parents' shape.
     ``family``: the models a section compares. ``paper`` (the paper's four models) is what ``names``, the
     matching pairs, the flow figure and the case studies read; another family (the deeper ``layerwise`` one of
-    notebook 09) is listed by ``family`` and reaches those only where a caller names it.
+    notebook 09, the ``stitching`` one of notebook 10) is listed by ``family`` and reaches those only where a
+    caller names it.
     """
 
     name: str
@@ -231,6 +232,14 @@ LAYERWISE_FAMILY = (
               domains=("tinystories",), family="layerwise"),
 )
 
-REGISTRY = Registry(PAPER_FAMILY + CONTROLS + LAYERWISE_FAMILY)
+# The small model of notebook 10 (model stitching): BabyPython with 2 layers, on the same data and tokenizer, that
+# the deeper family's base is mapped to and from; a profile reshapes it through `stitching.architecture` (half the
+# deeper base's width, so the large model is twice as wide and deeper).
+STITCHING_FAMILY = (
+    ModelSpec("babypython_small", "BabyPython (small)", "pretrain", domains=("babylm", "python"),
+              architecture={"num_hidden_layers": 2}, family="stitching"),
+)
+
+REGISTRY = Registry(PAPER_FAMILY + CONTROLS + LAYERWISE_FAMILY + STITCHING_FAMILY)
 MODEL_NAMES = REGISTRY.names
 MODEL_LABELS = REGISTRY.labels

@@ -55,11 +55,15 @@ def layer_hook(cfg: Config, layer: int) -> str:
     return hook_name(layer, cfg.layerwise.hook_point)
 
 
-def activation_scale(cfg: Config) -> list[float]:
-    """RMS norm of the base model's activations at each layer's hook (on ``SCALE_BLOCKS`` SAE training blocks):
-    the scale each layer's sparsity coefficient is set by (cached step ``layerwise-scale``)."""
-    name = base()
-    inputs = {"model": model_dir(cfg, name).name, "hooks": [layer_hook(cfg, layer) for layer in layers(cfg)],
+def activation_scale(cfg: Config, name: str | None = None) -> list[float]:
+    """RMS norm of a model's activations (default: the deeper base) at each of its layers' ``layerwise.hook_point``
+    (on ``SCALE_BLOCKS`` SAE training blocks): the scale each layer's sparsity coefficient is set by (cached step
+    ``layerwise-scale``, or ``layerwise-scale-<name>`` for another model)."""
+    step = "layerwise-scale" if name is None else f"layerwise-scale-{name}"
+    name = base() if name is None else name
+    depth = int({**cfg.model.model_dump(), **architecture(cfg, name)}["num_hidden_layers"])
+    inputs = {"model": model_dir(cfg, name).name,
+              "hooks": [hook_name(layer, cfg.layerwise.hook_point) for layer in range(depth)],
               "context_size": cfg.sae.context_size, "training_tokens": cfg.sae.training_tokens,
               "n_blocks": SCALE_BLOCKS, "seed": cfg.seed}
 
@@ -73,7 +77,7 @@ def activation_scale(cfg: Config) -> list[float]:
         write_json_atomic(out / "scale.json", {"hooks": inputs["hooks"], "rms_norm": scale})
         return {"rms_norm": scale}
 
-    path = cached_step(cfg.profile, "layerwise-scale", inputs, build, code=[*DATA_CODE, *ENCODE_CODE])
+    path = cached_step(cfg.profile, step, inputs, build, code=[*DATA_CODE, *ENCODE_CODE])
     return read_json(path / "scale.json")["rms_norm"]
 
 

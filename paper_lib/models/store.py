@@ -17,8 +17,9 @@ from .train import finetuned_dir, pretrained_dir
 
 def architecture(cfg: Config, name: str) -> dict:
     """``cfg.model`` overrides of a registry model: its root's registry entry, then the profile's reshaping of its
-    family (``layerwise.architecture`` for the deeper family)."""
-    profiled = cfg.layerwise.architecture if REGISTRY.spec(name).family == "layerwise" else {}
+    family (``layerwise.architecture`` for the deeper family, ``stitching.architecture`` for the small model)."""
+    family = REGISTRY.spec(name).family
+    profiled = {"layerwise": cfg.layerwise.architecture, "stitching": cfg.stitching.architecture}.get(family, {})
     return {**REGISTRY.architecture(name), **profiled}
 
 
