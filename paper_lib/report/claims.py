@@ -421,3 +421,13 @@ def combine(verdicts: Iterable[Verdict], labels: Sequence[str] | None = None, un
             n = sum(k == REPRODUCED for k in kinds)
             return Verdict(kind, f"holds for {n_of(n, len(kinds))} {unit} ({parts})")
     return Verdict(REPRODUCED, parts)  # unreachable: every kind is listed above
+
+
+def grouped_markdown(groups: Iterable[tuple[str, Sequence[str]]]) -> str:
+    """Findings as Markdown: a bold title per group, then its sentences as bullet points (empty groups left out)."""
+    return "\n\n".join(f"**{title}.**\n\n" + "\n".join(f"- {line}" for line in lines) for title, lines in groups if lines)
+
+
+def intervals_overlap(a, b) -> bool:
+    """Whether two interval records (``low``/``high``) share any value (False if either is missing)."""
+    return bool(a and b and a["low"] <= b["high"] and b["low"] <= a["high"])

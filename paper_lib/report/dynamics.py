@@ -8,7 +8,7 @@ from typing import Any
 
 from ..core import intervals
 from ..core.registry import REGISTRY
-from .claims import listing, percent, sentence
+from .claims import grouped_markdown, intervals_overlap, listing, percent, sentence
 
 
 def _when(row: dict) -> str:
@@ -140,7 +140,7 @@ def merge_sentences(data: dict[str, Any]) -> list[str]:
         best = max(read, key=lambda m: weaker[m["method"]]["value"])
         name = best["method"].replace("_", " ")
         tied = [m["method"].replace("_", " ") for m in read
-                if m is not best and _overlap(weaker[best["method"]], weaker[m["method"]])]
+                if m is not best and intervals_overlap(weaker[best["method"]], weaker[m["method"]])]
         low, high = (f(m["accuracy_at_crossing"] for m in read) for f in (min, max))
         spread = f"accuracies {low:.3f}-{high:.3f}" if f"{low:.3f}" != f"{high:.3f}" else f"accuracy {low:.3f}"
         if tied:
@@ -157,13 +157,9 @@ def merge_sentences(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _overlap(a, b) -> bool:
-    return bool(a and b and a["low"] <= b["high"] and b["low"] <= a["high"])
-
-
 def dynamics_markdown(data: dict[str, Any]) -> str:
     """Every finding of notebook 08 as Markdown bullet points, from its saved ``data``."""
     groups = [("Along each fine-tune", trajectory_sentences(data)), ("Fine-tune length", length_sentences(data)),
               ("Case-study features", case_sentences(data)), ("Drift against SAE matching", agreement_sentences(data)),
               ("Merge path and methods", merge_sentences(data))]
-    return "\n\n".join(f"**{title}.**\n\n" + "\n".join(f"- {line}" for line in lines) for title, lines in groups if lines)
+    return grouped_markdown(groups)

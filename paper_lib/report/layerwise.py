@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core import intervals
 from ..core.registry import REGISTRY
-from .claims import listing, sentence
+from .claims import grouped_markdown, listing, sentence
 
 
 def _f(record) -> str:
@@ -173,4 +173,4 @@ def layerwise_markdown(data: dict[str, Any]) -> str:
     groups = [("The deeper family", model_sentences(data)), ("Similarity by depth", similarity_sentences(data)),
               ("Per-layer SAEs", sae_sentences(data)), ("Persistence by depth", persistence_sentences(data)),
               ("Against Nadipalli 2025", nadipalli_sentences(data)), ("One concept at every layer", view_sentences(data))]
-    return "\n\n".join(f"**{title}.**\n\n" + "\n".join(f"- {line}" for line in lines) for title, lines in groups if lines)
+    return grouped_markdown(groups)
