@@ -134,6 +134,7 @@ def test_characteristic_tokens_are_those_the_target_uses_more():
     target = torch.tensor([1] * 50 + [2] * 50 + [3] * 50 + [4] * 3)
     source = torch.tensor([1] * 50 + [3] * 5 + [4] * 1)
     assert list(characteristic_tokens(target, source, vocab_size=6, k=2)) == [2, 3]  # 4 is too rare
+    assert list(characteristic_tokens(target, source, vocab_size=6, k=2, exclude=[2])) == [3, 0]
 
 
 def test_savings_read_steps_to_the_target_and_charge_the_stitch():
@@ -144,8 +145,8 @@ def test_savings_read_steps_to_the_target_and_charge_the_stitch():
 
     runs = {"scratch": [curve([0, 0.4, 0.7, 0.9, 1.0]), curve([0, 0.5, 0.8, 0.95, 0.98])],
             "transfer": [curve([0.5, 0.9, 0.95, 0.99, 1.0]), curve([0.3, 0.6, 0.7, 0.8, 0.9])]}
-    out = savings(runs, {"sae_step": 100, "stitch": 500, "small_sae": 1000}, target_fraction=0.9)
-    assert out["target_explained_variance"] == pytest.approx(0.882)
+    out = savings(runs, {"sae_step": 80, "activations_step": 20, "stitch": 500, "small_sae": 1000}, target_fraction=0.9)
+    assert out["target_explained_variance"] == pytest.approx(0.882) and out["target_fraction"] == 0.9
     assert out["scratch_steps"] == [30, 30] and out["transfer_steps"] == [10, 40]
     assert out["saving"] == pytest.approx([1 - 1500 / 3000, 1 - 4500 / 3000])
     assert out["saving_with_small_sae"][0] == pytest.approx(1 - 2500 / 3000)

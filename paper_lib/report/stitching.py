@@ -85,7 +85,8 @@ def transfer_sentences(data: dict[str, Any]) -> list[str]:
             f"{_f(carried['explained_variance_interval'])} of the variance (unexplained {fvu:.2f}: "
             f"{_inside(fvu, PAPER_ZERO_SHOT_FVU)} the paper's 0.39-0.52), against {_f(small['explained_variance_interval'])} "
             f"on its own model and {_f(own['explained_variance_interval'])} for the large model's own SAE of the same size; "
-            f"the maps' round trip bounds any carried SAE at {percent(t['round_trip_bound'])}. Its reconstruction score "
+            f"a perfect small-model SAE carried through the maps would explain {percent(t['round_trip_explained_variance'])} "
+            f"(the round trip large -> small -> large). Its reconstruction score "
             f"is {carried['reconstruction_score']:.3f} (the large model's own SAE: {own['reconstruction_score']:.3f}), "
             f"at L0 {carried['l0']:.1f} (own: {own['l0']:.1f})"),
         sentence(
@@ -100,8 +101,8 @@ def flops_sentences(data: dict[str, Any]) -> list[str]:
     n = len(f["scratch_steps"])
     reached = f["transfer_runs_reaching_target"]
     lines = [sentence(
-        f"Trained to {f['target_explained_variance']:.3f} held-out explained variance (0.95 of the lowest final "
-        f"scratch value), the {n} scratch runs took {listing([str(s) for s in f['scratch_steps']])} steps and the "
+        f"Trained to {f['target_explained_variance']:.3f} held-out explained variance ({f['target_fraction']:.2f} of "
+        f"the lowest final scratch value), the {n} scratch runs took {listing([str(s) for s in f['scratch_steps']])} steps and the "
         f"runs started from the carried SAE {listing(['never' if s is None else str(s) for s in f['transfer_steps']])} "
         f"(of {f['steps']}; checked every {data['eval_every']} steps)")]
     if f["saving_mean"] is not None:
@@ -111,9 +112,11 @@ def flops_sentences(data: dict[str, Any]) -> list[str]:
         extra = f["saving_with_small_sae_mean"]
         pairs = [(s_, t_) for s_, t_ in zip(f["scratch_steps"], f["transfer_steps"]) if s_ and t_ is not None]
         steps_only = sum(1 - t_ / s_ for s_, t_ in pairs) / len(pairs)
-        stitch_share = f["flops"]["stitch"] / (f["flops"]["sae_step"] * sum(s_ for s_, _ in pairs) / len(pairs))
+        per_step = f["flops"]["sae_step"] + f["flops"].get("activations_step", 0)
+        stitch_share = f["flops"]["stitch"] / (per_step * sum(s_ for s_, _ in pairs) / len(pairs))
         lines.append(sentence(
-            f"Counted with FlopCounterMode, the stitch included, the carried start saves {percent(f['saving_mean'])} of "
+            f"Counted with FlopCounterMode (each step: the SAE's forward and backward pass and the large model's forward "
+            f"pass over its batch), the stitch included, the carried start saves {percent(f['saving_mean'])} of "
             f"the FLOPs to that target (from {percent(low)} to {percent(high)} over {reached} seed pairs; a negative "
             f"share is a cost): {verdict} the paper's 30-50%. The SAE steps alone are {percent(steps_only)} fewer; the "
             f"stitch costs {percent(stitch_share)} of the scratch runs' FLOPs to the target. Charged also with "

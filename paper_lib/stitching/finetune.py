@@ -39,7 +39,7 @@ def fine_tune(cfg: Config, child: str = "lua_deep") -> dict[str, Any]:
             blocks = sae_validation_blocks(lc, who)
             rows[who] = {"unchanged": sae_eval(base_sae, model, blocks), "carried": sae_eval(carried, model, blocks),
                          "own": sae_eval(own, model, blocks),
-                         "round_trip_bound": round_trip_variance(model, hook, maps, blocks)}
+                         "round_trip_explained_variance": round_trip_variance(model, hook, maps, blocks)}
         record = {"parent": parent, "child": child, "layer": layer, "text": rows,
                   "maps": read_json(maps_dir(cfg, parent, child, layer, layer) / "maps.json")["trained"]}
         write_json_atomic(out / "finetune.json", record)

@@ -5,8 +5,10 @@ Both arms train SAELens's ``StandardTrainingSAE`` with SAELens's loss (``trainin
 tokens in the same order per seed. The loop is ours, not SAELens's runner, for two reasons: the held-out explained
 variance must be read along training (the runner logs to wandb only), and each arm's FLOPs are counted per step
 with ``torch.utils.flop_counter.FlopCounterMode`` on one forward and backward, times the steps (the paper's
-count). The large model's activations cost both arms the same and are left out of both; the transferred arm is
-charged the stitch: training the maps and the two models' forward passes over the maps' tokens.
+count). Each step is charged its SAE forward and backward pass and the large model's forward pass that makes the
+step's activations (both arms pay it per step, so the arm with fewer steps pays less of it). The transferred arm is
+also charged the whole stitch: the least-squares start, training the maps, and both models' forward passes over
+the maps' tokens.
 """
 
 from __future__ import annotations
@@ -114,6 +116,9 @@ def train_run(sae, model, blocks: torch.Tensor, hook: str, held: torch.Tensor, s
     from sae_lens.training.optim import CoefficientScheduler
 
     s = sae_cfg.sae
+    if s.lr_warm_up_fraction or s.lr_decay_fraction:
+        raise ValueError("the FLOPs comparison trains at a constant rate; set sae.lr_warm_up_fraction and "
+                         "sae.lr_decay_fraction to 0 (as saes.train_sae's schedule would otherwise differ)")
     optimizer = torch.optim.Adam(sae.parameters(), lr=s.lr, betas=(s.adam_beta1, s.adam_beta2))
     l1_schedule = CoefficientScheduler(warm_up_steps=int(s.l1_warm_up_fraction * steps), final_value=l1)
     every = sae_cfg.stitching.eval_every
@@ -151,9 +156,10 @@ def savings(runs: dict[str, list[list[dict]]], flops: dict[str, int], target_fra
     the saving of each transfer seed against the scratch seed of the same index (1 - transfer / scratch)."""
     finals = [curve[-1]["explained_variance"] for curve in runs["scratch"]]
     target = target_fraction * min(finals)
-    out: dict[str, Any] = {"target_explained_variance": target, "scratch_final": finals,
+    out: dict[str, Any] = {"target_explained_variance": target, "target_fraction": target_fraction,
+                           "scratch_final": finals,
                            "transfer_final": [c[-1]["explained_variance"] for c in runs["transfer"]]}
-    per_step = flops["sae_step"]
+    per_step = flops["sae_step"] + flops.get("activations_step", 0)
     for arm in ("scratch", "transfer"):
         out[f"{arm}_steps"] = [steps_to(c, target) for c in runs[arm]]
     for key, extra in (("saving", flops["stitch"]), ("saving_with_small_sae", flops["stitch"] + flops["small_sae"])):
@@ -200,7 +206,7 @@ def flops_step(cfg: Config) -> dict[str, Any]:
                                      init=carried if arm == "transfer" else None, sample=sample)
                 runs[arm].append(train_run(sae, models["large"], blocks, hook, held, large_cfg, l1, steps, seed,
                                              f"{arm} SAE, seed {k + 1}"))
-        counts = _flop_counts(cfg, setup, models, maps, small_cfg, large_cfg, d_in, d_sae, l1)
+        counts = _flop_counts(cfg, setup, models, maps, small_cfg, large_cfg, d_in, d_sae, l1, blocks)
         record = {"runs": runs, "flops": counts, "steps": steps, "l1_coefficient": l1,
                   "batch_tokens": large_cfg.sae.train_batch_size_tokens,
                   **savings(runs, counts, s.target_fraction)}
@@ -210,9 +216,11 @@ def flops_step(cfg: Config) -> dict[str, Any]:
     return run_step(cfg, "stitch-flops", inputs, build, "flops.json", ["paper_lib.stitching.transfer", "paper_lib.saes.train"])
 
 
-def _flop_counts(cfg, setup, models, maps, small_cfg, large_cfg, d_in, d_sae, l1) -> dict[str, int]:
-    """FLOPs per SAE step, the stitch's cost (map training and both models' forward passes over the maps' tokens)
+def _flop_counts(cfg, setup, models, maps, small_cfg, large_cfg, d_in, d_sae, l1, blocks) -> dict[str, int]:
+    """FLOPs per SAE step (the SAE's forward and backward, and the large model's forward over one batch of
+    ``blocks``), the stitch's cost (least squares, map training, both models' forward passes over the maps' tokens)
     and the small model's SAE training (its steps' FLOPs and the small model's forward passes over its tokens)."""
+    from .family import keep_mask
     from .store import map_blocks
 
     s = cfg.stitching
@@ -221,9 +229,11 @@ def _flop_counts(cfg, setup, models, maps, small_cfg, large_cfg, d_in, d_sae, l1
     small_d = maps.d_small
     small_step = step_flops(training_sae(small_cfg, small_d, d_sae, l1, 1, cfg.seed),
                               torch.randn(small_cfg.sae.train_batch_size_tokens, small_d), l1)
+    per_batch = max(1, large_cfg.sae.train_batch_size_tokens // large_cfg.sae.context_size)
+    activations_step = forward_flops(models["large"], blocks[:per_batch], setup["hooks"]["large"])
     text = map_blocks(cfg, small(), large(), "train")
     forward = sum(forward_flops(models[who], text, setup["hooks"][who]) for who in ("small", "large"))
-    n_tokens = int(len(text) * text.shape[1])
+    n_tokens = int(keep_mask(cfg, text).sum())  # the maps train on the kept (non-special) tokens
     map_steps = s.map_epochs * max(1, n_tokens // s.map_batch_tokens)
     per_map_step = map_step_flops(maps, torch.randn(s.map_batch_tokens, small_d),
                                     torch.randn(s.map_batch_tokens, d_in), s.round_trip_weight)
@@ -234,6 +244,6 @@ def _flop_counts(cfg, setup, models, maps, small_cfg, large_cfg, d_in, d_sae, l1
     # products [d, n] x [n, d'] per direction, 2 n d d' FLOPs each; the solves are negligible beside them)
     d_a, d_b = small_d, d_in
     least_squares = 2 * n_tokens * (d_a * d_a + d_a * d_b + d_b * d_b + d_b * d_a)
-    return {"sae_step": large_step, "stitch": forward + map_steps * per_map_step + least_squares,
+    return {"sae_step": large_step, "activations_step": activations_step, "stitch": forward + map_steps * per_map_step + least_squares,
             "stitch_forward": forward, "stitch_maps": map_steps * per_map_step, "stitch_least_squares": least_squares,
             "small_sae": small_steps * small_step + small_forward}

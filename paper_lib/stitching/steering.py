@@ -17,18 +17,21 @@ import torch
 
 from ..core import intervals
 from ..core.config import Config
-from .family import keep_mask, train_blocks, validation_blocks
+from .family import keep_mask, special_ids, train_blocks, validation_blocks
 
 BATCH = 8
 MIN_COUNT = 10  # a characteristic token appears at least this often in the target domain's training text
 
 
-def characteristic_tokens(target: torch.Tensor, source: torch.Tensor, vocab_size: int, k: int) -> np.ndarray:
-    """The ``k`` token ids with the highest smoothed log-odds of the target stream against the source stream."""
+def characteristic_tokens(target: torch.Tensor, source: torch.Tensor, vocab_size: int, k: int,
+                          exclude: list[int] | tuple[int, ...] = ()) -> np.ndarray:
+    """The ``k`` token ids with the highest smoothed log-odds of the target stream against the source stream
+    (``exclude``: ids never chosen, e.g. the document separators, whose rate only reflects document lengths)."""
     ct = np.bincount(target.reshape(-1).numpy(), minlength=vocab_size).astype(np.float64)
     cs = np.bincount(source.reshape(-1).numpy(), minlength=vocab_size).astype(np.float64)
     log_odds = np.log((ct + 1) / (ct.sum() + vocab_size)) - np.log((cs + 1) / (cs.sum() + vocab_size))
     log_odds[ct < MIN_COUNT] = -np.inf
+    log_odds[list(exclude)] = -np.inf
     return np.argsort(-log_odds, kind="stable")[:k]
 
 
@@ -63,7 +66,8 @@ def steering_rows(cfg: Config, models: dict, hooks: dict, up, pairs: list[tuple[
     rows = []
     for source, target in pairs:
         tr = {d: train_blocks(cfg, d, n_train) for d in (source, target)}
-        tokens = characteristic_tokens(tr[target], tr[source], vocab_size, cfg.stitching.steering_tokens)
+        tokens = characteristic_tokens(tr[target], tr[source], vocab_size, cfg.stitching.steering_tokens,
+                                       special_ids(cfg))
         vectors = {who: mean_difference(models[who], hooks[who], tr[target], tr[source], cfg)
                    for who in ("small", "large")}
         generator = torch.Generator().manual_seed(seed)

@@ -15,7 +15,7 @@ from ..matching.controls import other_seeding
 from ..models import load_hooked_lm, model_dir
 from ..saes import load_sae, sae_dir
 from ..saes.encode import ENCODE_CODE
-from .family import domains, large, large_d_sae, resid_hook, sae_config, small, validation_blocks
+from .family import HOOK_POINT, domains, large, large_d_sae, resid_hook, sae_config, small, validation_blocks
 from .forward import stitched_losses
 from .pairing import pairing
 from .store import load_maps, maps_dir
@@ -36,6 +36,9 @@ def small_sae_config(cfg: Config) -> Config:
 
 
 def stitch_setup(cfg: Config) -> dict[str, Any]:
+    if cfg.layerwise.hook_point != HOOK_POINT:
+        raise ValueError(f"stitching maps the residual stream ({HOOK_POINT}), and reuses the deeper family's per-layer "
+                         f"SAEs, which read layerwise.hook_point = {cfg.layerwise.hook_point!r}: set it to {HOOK_POINT!r}")
     i, j = pair(cfg)
     return {"layers": {"small": i, "large": j},
             "hooks": {"small": resid_hook(cfg, small(), i), "large": resid_hook(cfg, large(), j)},
@@ -94,7 +97,7 @@ def transfer(cfg: Config) -> dict[str, Any]:
             "small_on_small": sae_eval(saes["small"], models["small"], blocks["small"]),
             "transferred_on_large": sae_eval(carried, models["large"], blocks["large"]),
             "large_on_large": sae_eval(saes["large"], models["large"], blocks["large"]),
-            "round_trip_bound": round_trip_variance(models["large"], setup["hooks"]["large"], maps, blocks["large"]),
+            "round_trip_explained_variance": round_trip_variance(models["large"], setup["hooks"]["large"], maps, blocks["large"]),
             "matches": native_matches(cfg, models["large"], carried, saes["large"], sample),
             "matches_ceiling": native_matches(cfg, models["large"], saes["large_other"], saes["large"], sample),
             "d_sae": {"small": saes["small"].cfg.d_sae, "large": saes["large"].cfg.d_sae},

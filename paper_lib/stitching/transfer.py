@@ -33,6 +33,12 @@ def transfer_sae(sae, maps: StitchMaps, hook: str):
     ``maps.up``'s input side) becomes through the maps."""
     from sae_lens import SAE
 
+    cfg = sae.cfg.to_dict()
+    if cfg.get("architecture") != "standard" or not cfg.get("apply_b_dec_to_input") or \
+            cfg.get("normalize_activations", "none") != "none":
+        raise ValueError(f"transfer_sae carries a standard SAELens SAE that subtracts its decoder bias and does not "
+                         f"normalise its input; this one is {cfg.get('architecture')} with apply_b_dec_to_input="
+                         f"{cfg.get('apply_b_dec_to_input')}, normalize_activations={cfg.get('normalize_activations')}")
     W_e, b_e, W_d, b_d = (getattr(sae, k).detach().float().cpu() for k in ("W_enc", "b_enc", "W_dec", "b_dec"))
     if W_e.shape[0] != maps.d_small:
         raise ValueError(f"the SAE reads width {W_e.shape[0]}, the maps' small side is {maps.d_small}")
@@ -40,7 +46,6 @@ def transfer_sae(sae, maps: StitchMaps, hook: str):
     W_e_new = P_down @ W_e
     b_d_new = b_d @ P_up + b_up
     b_e_new = b_e + (b_down - b_d) @ W_e + b_d_new @ W_e_new
-    cfg = sae.cfg.to_dict()
     cfg.update(d_in=maps.d_large, device="cpu", metadata={**cfg.get("metadata", {}), "hook_name": hook})
     with _quiet_sae_lens():
         new = SAE.from_dict(cfg)
@@ -57,8 +62,9 @@ def sae_eval(sae, model, blocks: torch.Tensor) -> dict[str, Any]:
 
 @torch.no_grad()
 def round_trip_variance(model, hook: str, maps: StitchMaps, blocks: torch.Tensor) -> float:
-    """Variance of the large model's activations that ``up(down(x))`` explains: what any SAE carried through the
-    maps can reconstruct at most (its decoder lies in the image of ``P_up``)."""
+    """Variance of the large model's activations that ``up(down(x))`` explains: what a perfect SAE of the small model
+    (one that reconstructs ``down(x)`` exactly) would give once carried through the maps. A reference, not a bound:
+    the best reconstruction inside the image of ``P_up`` is the projection onto it, which may do better."""
     x = hook_activations(model, blocks, hook).reshape(-1, maps.d_large)
     return explained_variance(maps.up(maps.down(x)), x)
 
