@@ -14,8 +14,9 @@ import torch
 from ..core.config import Config, SAEConfig
 from ..core.hooks import hook_name
 from ..core.registry import REGISTRY
-from ..data import SPECIAL_TOKENS, domain_blocks, eval_blocks, get_tokenizer
+from ..data import domain_blocks, eval_blocks
 from ..layerwise import family as layerwise
+from ..layerwise.similarity import _special_ids as special_ids  # the document separators' ids
 from ..models.store import architecture
 from ..saes.encode import hook_activations
 
@@ -69,11 +70,6 @@ def _enough(blocks: torch.Tensor, n_blocks: int, what: str, fix: str) -> torch.T
     if len(blocks) < n_blocks:
         raise ValueError(f"only {len(blocks)} {what} blocks, {n_blocks} asked for: {fix}")
     return blocks[:n_blocks]
-
-
-def special_ids(cfg: Config) -> list[int]:
-    tokenizer = get_tokenizer(cfg)
-    return [int(tokenizer.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS]
 
 
 def keep_mask(cfg: Config, blocks: torch.Tensor) -> torch.Tensor:
