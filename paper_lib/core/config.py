@@ -126,6 +126,7 @@ class SAEConfig(_Section):
     # The paper's; "mean" or "zeros" also accepted.
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     eval_blocks: Positive = 1000  # held-out validation blocks (of context_size tokens) for diagnostics
+    n_checkpoints: NonNegative = 4  # SAELens checkpoints during training, so a killed run resumes; 0: none
     # How SAEs are seeded. "independent": each model's SAE from its own seed, derived from `seed` and the model's
     # name; "shared": the released protocol, every SAE from `seed` (with equal shapes: identical initial weights,
     # which by itself makes features match by index). Notebook 05 trains both and reports both; this picks the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..data import (
 )
 from ..saes import encode_with, load_sae, model_and_sae, sae_dir
 from ..saes.encode import ENCODE_CODE
+from . import resume
 from .classify import ASSIGNMENTS, MatchResult, classify
 from .correlate import MODES, CorrelationAccumulator
 from .methods import choose_min_support, decoder_cosine, permute_positions
@@ -138,17 +140,33 @@ def load_activation_sample(
 def correlate_samples(
     parent_acts: sp.csr_matrix, child_acts: sp.csr_matrix, tokens: np.ndarray, mode: str, vocab_size: int,
     min_support: int = 2, chunk_positions: int = 65536, desc: str = "correlating", track_support: bool = False,
+    checkpoint: Path | None = None,
 ) -> tuple[np.ndarray, CorrelationAccumulator]:
-    """Stream two stored samples through a ``CorrelationAccumulator``; returns (corr ``[F, G]``, accumulator)."""
-    acc = CorrelationAccumulator(
-        parent_acts.shape[1], child_acts.shape[1], mode, vocab_size=vocab_size, min_support=min_support,
-        track_support=track_support,
-    )
+    """Stream two stored samples through a ``CorrelationAccumulator``; returns (corr ``[F, G]``, accumulator).
+
+    ``checkpoint``: a file in the step's unfinished folder where the statistics are kept now and then, so an
+    interrupted pass resumes from them (``matching.resume``); it is removed once the pass is done.
+    """
     n = parent_acts.shape[0]
-    for start in tqdm(range(0, n, chunk_positions), desc=desc, leave=False):
+    what = {"shapes": [parent_acts.shape, child_acts.shape], "nnz": [parent_acts.nnz, child_acts.nnz], "mode": mode,
+            "vocab_size": vocab_size, "min_support": min_support, "chunk": chunk_positions, "support": track_support}
+    acc, first = resume.load(checkpoint, what) if checkpoint else (None, 0)
+    if acc is None:
+        acc = CorrelationAccumulator(
+            parent_acts.shape[1], child_acts.shape[1], mode, vocab_size=vocab_size, min_support=min_support,
+            track_support=track_support,
+        )
+    saved = time.time()
+    for start in tqdm(range(first, n, chunk_positions), desc=desc, leave=False):
         stop = min(start + chunk_positions, n)
         acc.update(parent_acts[start:stop], child_acts[start:stop], tokens[start:stop])
-    return acc.finalize(), acc
+        if checkpoint and stop < n and time.time() - saved >= resume.SAVE_SECONDS:
+            resume.save(checkpoint, acc, stop, what)
+            saved = time.time()
+    corr = acc.finalize()
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
+    return corr, acc
 
 
 def _vocab_size(cfg: Config, tokens: np.ndarray) -> int:
@@ -202,7 +220,7 @@ def match_saes(
         else:
             score, acc = correlate_samples(
                 x, y, tokens, method, _vocab_size(cfg, tokens), guard, desc=f"{parent} -> {child} ({method})",
-                track_support=permute,
+                track_support=permute, checkpoint=out / "correlation-state.pkl",
             )
             if permute:  # the false-match rate each guard would give on this null
                 # the least guard's matrix: the one just computed when the configured guard is that least one
@@ -222,7 +240,7 @@ def match_saes(
         return meta
 
     code = ["paper_lib.matching.correlate", "paper_lib.matching.classify", "paper_lib.matching.kernels",
-            "paper_lib.matching.methods"]
+            "paper_lib.matching.methods", "paper_lib.matching.resume"]
     tag = f"{_seeding_tag(cfg, parent_seeding)}{_seeding_tag(cfg, child_seeding)}{'-permuted' if permute else ''}"
     path = cached_step(cfg.profile, f"matching-{parent}-{child}-{method}{tag}", inputs, build, code=code)
     return {a: _load_result(path, a, parent, child, method, threshold) for a in ASSIGNMENTS}

@@ -23,6 +23,9 @@ ENCODE_CHUNK_BLOCKS = 64  # blocks encoded at a time: bounds memory at chunk x c
 
 
 SEEDINGS = ("independent", "shared")
+# Settings that do not change a trained SAE: keyed elsewhere (the coefficient, the seed), used after training
+# (eval_blocks), or how often a run saves a checkpoint to resume from (training is the same either way: a test).
+_NOT_IN_KEY = ("l1_coefficient", "eval_blocks", "init", "n_checkpoints")
 
 
 def l1_coefficient(cfg: Config, name: str) -> float:
@@ -61,7 +64,7 @@ def sae_seed(cfg: Config, name: str, seeding: str | None = None) -> int:
 def _sae_inputs(cfg: Config, name: str, model_path: Path, seeding: str) -> dict[str, Any]:
     import sae_lens
 
-    sae_cfg = {k: v for k, v in cfg.sae.model_dump().items() if k not in ("l1_coefficient", "eval_blocks", "init")}
+    sae_cfg = {k: v for k, v in cfg.sae.model_dump().items() if k not in _NOT_IN_KEY}
     domains = REGISTRY.sae_domains(name)
     inputs = {
         "model": model_path.name,
@@ -119,7 +122,7 @@ def sae_dir(cfg: Config, name: str, seeding: str | None = None) -> Path:
         stats = train_sae(cfg, name, model, blocks, out, l1, sae_seed(cfg, name, seeding))
         return {**stats, "seeding": seeding, "seed": sae_seed(cfg, name, seeding), **extra}
 
-    code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train"]
+    code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.saes.train", "paper_lib.saes.checkpoints"]
     step = f"sae-{name}" if seeding == "independent" else f"sae-{name}-{seeding}"
     return cached_step(cfg.profile, step, _sae_inputs(cfg, name, model_path, seeding), build, code=code)
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -40,6 +42,7 @@ from ..core.config import Config
 from ..core.hooks import hook_width
 from ..core.registry import REGISTRY
 from ..core.runtime import default_device, require_finite
+from .checkpoints import checkpoint_root, latest_checkpoint, mark_complete, read_mark, skip_passed_thresholds
 from .encode import hook_activations
 
 N_CURVE_POINTS = 100  # points recorded on each training curve
@@ -60,7 +63,8 @@ def geometric_median(points_ND: torch.Tensor, max_iter: int = 100, tol: float = 
     return median.float()
 
 
-def _runner_config(cfg: Config, name: str, d_in: int, n_blocks: int, device: str, l1: float, seed: int):
+def _runner_config(cfg: Config, name: str, d_in: int, n_blocks: int, device: str, l1: float, seed: int,
+                   out_dir: Path, resume_from: Path | None):
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig, StandardTrainingSAEConfig
 
     s = cfg.sae
@@ -110,8 +114,9 @@ def _runner_config(cfg: Config, name: str, d_in: int, n_blocks: int, device: str
         dtype="float32",
         seed=seed,
         logger=LoggingConfig(log_to_wandb=False),
-        n_checkpoints=0,
-        checkpoint_path=None,
+        n_checkpoints=s.n_checkpoints,  # SAELens's checkpoints, so a killed run resumes (see checkpoints.py)
+        checkpoint_path=str(checkpoint_root(out_dir)) if s.n_checkpoints else None,
+        resume_from_checkpoint=str(resume_from) if resume_from else None,
         output_path=None,  # we save the (decoder-normalised) SAE ourselves
         model_from_pretrained_kwargs={},  # nothing is loaded by name (the model is converted locally)
         verbose=False,
@@ -124,13 +129,18 @@ class _CurveRecorder:
     SAELens logs its training metrics to wandb only; this keeps a small curve in memory instead.
     """
 
-    def __init__(self, sae, every: int, tokens_per_step: int):
+    def __init__(self, sae, every: int, tokens_per_step: int, resumed: dict[str, Any] | None = None):
         self.forward = sae.training_forward_pass
         self.every = max(1, every)
         self.tokens_per_step = tokens_per_step
-        self.step = 0
-        self.rows: list[dict[str, float]] = []
-        self.started = time.time()
+        resumed = resumed or {"step": 0, "seconds": 0.0, "rows": []}  # where a resumed run's curve left off
+        self.step = resumed["step"]
+        self.rows: list[dict[str, float]] = list(resumed["rows"])
+        self.started = time.time() - resumed["seconds"]
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the curve, so a resumed run continues it."""
+        return {"step": self.step, "seconds": round(time.time() - self.started, 2), "rows": self.rows}
 
     def __call__(self, step_input):
         out = self.forward(step_input)
@@ -195,10 +205,11 @@ def train_sae(
     model = model.to(device, print_details=False).eval()
     d_in = hook_width(cfg.sae.hook_name, model.cfg)
     seed = cfg.seed if seed is None else seed
-    runner_cfg = _runner_config(cfg, name, d_in, len(blocks), device, l1, seed)
+    resume_from = latest_checkpoint(out_dir) if cfg.sae.n_checkpoints else None
+    runner_cfg = _runner_config(cfg, name, d_in, len(blocks), device, l1, seed, out_dir, resume_from)
     torch.manual_seed(seed)
     sae = StandardTrainingSAE(runner_cfg.sae)
-    if cfg.sae.b_dec_init != "zeros":
+    if cfg.sae.b_dec_init != "zeros" and resume_from is None:  # a resumed run loads b_dec with the weights
         sample = hook_activations(model, blocks[: max(1, 8192 // cfg.sae.context_size)], cfg.sae.hook_name)
         sample = sample.reshape(-1, d_in)
         init = geometric_median(sample) if cfg.sae.b_dec_init == "geometric_median" else sample.mean(0)
@@ -209,8 +220,21 @@ def train_sae(
             runner_cfg, override_model=model, override_dataset=_to_dataset(blocks), override_sae=sae
         )
         steps = runner_cfg.total_training_steps
-        recorder = _CurveRecorder(runner.sae, steps // N_CURVE_POINTS, cfg.sae.train_batch_size_tokens)
+        resumed = read_mark(resume_from) if resume_from else None
+        recorder = _CurveRecorder(runner.sae, steps // N_CURVE_POINTS, cfg.sae.train_batch_size_tokens, resumed)
         runner.sae.training_forward_pass = recorder  # instance attribute: the trainer calls it each step
+        save = runner.save_checkpoint  # called by SAELens's trainer after it wrote a checkpoint's files
+
+        def save_and_mark(checkpoint_path):
+            save(checkpoint_path)
+            if checkpoint_path is not None:
+                mark_complete(checkpoint_path, recorder.state())
+
+        runner.save_checkpoint = save_and_mark
+        if resume_from:
+            print(f"[sae] {name}: resuming from {resume_from} (step {resumed['step']} of {steps})",
+                  file=sys.stderr, flush=True)
+            skip_passed_thresholds(runner)
         started = time.time()
         trained = runner.run()
         seconds = time.time() - started
@@ -222,12 +246,18 @@ def train_sae(
     with _quiet_sae_lens():
         _inference_sae(trained).save_model(out_dir / "sae")
     write_json_atomic(out_dir / "training_curve.json", recorder.rows)
+    # Checkpoints exist to resume an interrupted run; a finished SAE keeps only its final weights.
+    shutil.rmtree(checkpoint_root(out_dir), ignore_errors=True)
     tokens = steps * cfg.sae.train_batch_size_tokens
+    resumed_from = resumed["step"] if resumed else 0
+    tokens_this_run = (steps - resumed_from) * cfg.sae.train_batch_size_tokens  # `seconds` timed only these
     return {
         "train_tokens": tokens,
         "train_steps": steps,
         "train_seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+        "tokens_per_second": round(tokens_this_run / max(seconds, 1e-9), 1),
+        "resumed_from_step": resumed_from,
+        "tokens_this_run": tokens_this_run,
         "d_in": d_in,
         "d_sae": runner_cfg.sae.d_sae,
         "l1_coefficient": runner_cfg.sae.l1_coefficient,
