@@ -26,7 +26,8 @@ def test_notebook_runs_on_smoke(notebook, smoke_cfg, tmp_path):
     record = pipeline.run_notebook(notebook, "smoke", tmp_path, force=True)
     executed = nbformat.read(str(tmp_path / notebook.name), as_version=4)
     code = [c for c in executed.cells if c.cell_type == "code"]
-    assert code[0].metadata.get("tags") == ["parameters"]
+    # the Colab setup comes first (a no-op here), then the parameters papermill injects its values after
+    assert [c.metadata.get("tags") for c in code[:2]] == [["colab-setup"], ["parameters"]]
     assert all(c.execution_count for c in code), "every code cell ran"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors and record["seconds"] > 0
