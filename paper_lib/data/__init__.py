@@ -25,7 +25,7 @@ from .samples import (
     validation_stream,
 )
 from .tokenizer import EOS, SPECIAL_TOKENS, get_tokenizer, tokenizer_dir, tokenizer_hash
-from .vocab import token_strings
+from .vocab import token_strings, vocab_strings
 
 # The data code a step depends on beyond its upstream folders (reading, mixing, cutting, sampling): every step
 # that reads token blocks names these in its cache key, so a change to them rebuilds it.

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.artifacts import cached_step
 from ..core.config import Config
-from .corpora import DataError, corpus_fingerprint, load_texts
+from .corpora import corpus_fingerprint, hub_error, load_texts
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # Mistral's: unknown, beginning and end of sequence (ids 0, 1, 2)
 EOS = "</s>"  # separates documents in a packed token stream
@@ -77,11 +77,9 @@ def tokenizer_dir(cfg: Config) -> Path:
 
             try:
                 tok = AutoTokenizer.from_pretrained(cfg.data.hub_tokenizer)
-            except Exception as err:
-                raise DataError(
-                    f"could not load tokenizer {cfg.data.hub_tokenizer} from the hub: {err}. "
-                    "Use data.tokenizer: bpe to train one locally."
-                ) from err
+            except Exception as err:  # hub_error says whether the hub was unreachable or refused access
+                url = f"https://huggingface.co/{cfg.data.hub_tokenizer}"
+                raise hub_error("tokenizer", cfg.data.hub_tokenizer, err, url) from err
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
             tok.save_pretrained(out_dir)
