@@ -8,7 +8,8 @@ rebuilds that step and, through the folder names in their inputs, every step dow
 else. A step is built in ``<dir>.partial`` (kept across interruptions, so long steps can resume from their
 checkpoints) and renamed to its final name only when complete; its manifest lists its files, and a finished
 folder with a file missing or truncated is rebuilt, with a message. A file lock serialises concurrent
-builders of the same step.
+builders of the same step; ``shared_cached_step`` keeps the same contract for one build that several processes
+run together (data-parallel training).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .runtime import first_non_finite
 
@@ -193,6 +194,47 @@ def step_dir(profile: str, step: str, inputs: dict[str, Any], code: str = "") ->
     return run_dir(profile) / f"{step}-{stable_hash({'inputs': inputs, 'code': code})}"
 
 
+def _clear_for_build(final: Path) -> Path:
+    """Make way for building ``final`` (caller holds its lock, and found it unfinished): remove a finished folder
+    with missing files, refuse a folder with no manifest; return the ``.partial`` folder to build in."""
+    if (final / MANIFEST).is_file():
+        print(
+            f"[cache] {final.name}: finished step with missing or truncated file(s) "
+            f"{missing_files(final)[:5]}; rebuilding it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        shutil.rmtree(final)
+    elif final.exists():
+        raise ArtifactError(
+            f"{final} exists but has no {MANIFEST}: it is not a finished step. Delete the folder to rebuild."
+        )
+    partial = final.with_name(final.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    return partial
+
+
+def _finish(final: Path, partial: Path, step: str, code_hash: str, inputs: dict, meta: dict, started: float) -> None:
+    """Write the manifest of a built ``partial`` folder and rename it to ``final`` (caller holds the lock)."""
+    found = first_non_finite(meta)
+    if found:  # a diverged or failed build must not be taken as finished
+        raise ArtifactError(
+            f"step {step} produced {found[0]} = {found[1]}; it is not cached. Fix the cause (a diverging learning "
+            f"rate, a corpus too small) and rerun; the unfinished folder {partial} can be deleted."
+        )
+    manifest = {
+        "step": step,
+        "code": code_hash,
+        "inputs": inputs,
+        "hash": final.name.rsplit("-", 1)[-1],
+        "seconds": round(time.time() - started, 3),
+        "meta": meta,
+        "files": _file_list(partial),
+    }
+    write_json_atomic(partial / MANIFEST, manifest)
+    os.replace(partial, final)
+
+
 def cached_step(
     profile: str,
     step: str,
@@ -216,39 +258,64 @@ def cached_step(
     with _locked(final):
         if is_complete(final):  # built by a concurrent process while we waited
             return final
-        if (final / MANIFEST).is_file():
-            print(
-                f"[cache] {final.name}: finished step with missing or truncated file(s) "
-                f"{missing_files(final)[:5]}; rebuilding it.",
-                file=sys.stderr,
-                flush=True,
-            )
-            shutil.rmtree(final)
-        elif final.exists():
-            raise ArtifactError(
-                f"{final} exists but has no {MANIFEST}: it is not a finished step. Delete the folder to rebuild."
-            )
-        partial = final.with_name(final.name + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
+        partial = _clear_for_build(final)
         started = time.time()
         meta = build(partial) or {}
-        found = first_non_finite(meta)
-        if found:  # a diverged or failed build must not be taken as finished
-            raise ArtifactError(
-                f"step {step} produced {found[0]} = {found[1]}; it is not cached. Fix the cause (a diverging learning "
-                f"rate, a corpus too small) and rerun; the unfinished folder {partial} can be deleted."
-            )
-        manifest = {
-            "step": step,
-            "code": code_hash,
-            "inputs": inputs,
-            "hash": final.name.rsplit("-", 1)[-1],
-            "seconds": round(time.time() - started, 3),
-            "meta": meta,
-            "files": _file_list(partial),
-        }
-        write_json_atomic(partial / MANIFEST, manifest)
-        os.replace(partial, final)
+        _finish(final, partial, step, code_hash, inputs, meta, started)
+    return final
+
+
+class StepGroup(Protocol):
+    """Processes that build one step together, such as the ranks of a data-parallel training run."""
+
+    is_main: bool  # the one process that takes the lock and writes the manifest
+
+    def share(self, value: Any) -> Any:
+        """The main process's ``value``, returned on every process; every process of the group must call it."""
+
+
+def shared_cached_step(
+    group: StepGroup,
+    profile: str,
+    step: str,
+    inputs: dict[str, Any],
+    build: Callable[[Path], dict[str, Any] | None],
+    code: Iterable[types.ModuleType | str] = (),
+) -> Path:
+    """``cached_step`` for a build that every process of ``group`` runs at once (one data-parallel training).
+
+    The folder and its name are those ``cached_step`` gives (same inputs, same code): only the main process takes
+    the lock, decides whether the step is finished and writes the manifest, and every process calls
+    ``build`` on the same ``.partial`` folder (the build itself must let one process write each file). No
+    process returns before the folder is renamed into place, and an error on the main process is raised on all.
+    """
+    code_hash = code_fingerprint([build.__module__, *code])
+    final = step_dir(profile, step, inputs, code_hash)
+    with _locked(final) if group.is_main else contextlib.nullcontext():
+        verdict: Any = None
+        if group.is_main:
+            try:
+                verdict = "finished" if is_complete(final) else str(_clear_for_build(final))
+            except ArtifactError as err:
+                verdict = err
+        verdict = group.share(verdict)
+        if isinstance(verdict, Exception):
+            raise verdict
+        if verdict == "finished":
+            return final
+        partial = Path(verdict)
+        started = time.time()
+        meta = build(partial) or {}
+        group.share(None)  # every process has finished writing into the partial folder
+        failure: Exception | None = None
+        if group.is_main:
+            try:
+                _finish(final, partial, step, code_hash, inputs, meta, started)
+            except Exception as err:  # passed on, so the other processes raise it too instead of waiting
+                failure = err if isinstance(err, ArtifactError) else ArtifactError(f"finishing {step}: {err!r}")
+        failure = group.share(failure)
+        if failure is not None:
+            raise failure
     return final
 
 
