@@ -44,7 +44,7 @@ def test_layerwise_config_names_bad_settings():
 
 
 def test_linear_cka_is_one_under_rotation_and_scale_and_low_for_unrelated_activations():
-    from paper_lib.layerwise.similarity import block_sums, cka_from_sums, linear_cka, mean_cosine
+    from paper_lib.layerwise.similarity import CKA_KEYS, block_sums, cka_from_sums, linear_cka, mean_cosine
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 16)) @ rng.normal(size=(16, 16))
@@ -57,8 +57,14 @@ def test_linear_cka_is_one_under_rotation_and_scale_and_low_for_unrelated_activa
     y = x @ rng.normal(size=(16, 16)) + rng.normal(size=(2000, 16))
     keep = rng.random((20, 100)) > 0.1
     sums = block_sums(x.reshape(20, 100, 16), y.reshape(20, 100, 16), keep)
-    streamed = cka_from_sums(*(sums[k] for k in ("n", "sx", "sy", "xx", "yy", "xy")))
+    streamed = cka_from_sums(*(sums[k] for k in CKA_KEYS))
     assert streamed == pytest.approx(linear_cka(x[keep.ravel()], y[keep.ravel()]), rel=1e-9)
+    # streams of different widths (stitching's small and large models): CKA only, no cosine
+    wide = np.concatenate([y, rng.normal(size=(2000, 8))], axis=1)
+    sums = block_sums(x.reshape(20, 100, 16), wide.reshape(20, 100, 24), keep)
+    assert "cos" not in sums
+    streamed = cka_from_sums(*(sums[k] for k in CKA_KEYS))
+    assert streamed == pytest.approx(linear_cka(x[keep.ravel()], wide[keep.ravel()]), rel=1e-9)
 
 
 def test_cka_and_cosine_of_a_model_with_itself_are_one_at_every_layer(smoke_cfg):

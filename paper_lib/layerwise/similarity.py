@@ -52,18 +52,24 @@ def residual_streams(model, blocks: torch.Tensor, batch_size: int = 16) -> np.nd
     return torch.cat(out, dim=1).numpy()
 
 
-def block_sums(x_BTD: np.ndarray, y_BTD: np.ndarray, keep_BT: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-block sums behind the cosine and CKA of two models' activations at one depth (kept tokens only)."""
+CKA_KEYS = ("n", "sx", "sy", "xx", "yy", "xy")  # the sums ``cka_from_sums`` takes, in its order
+
+
+def block_sums(x_BTD: np.ndarray, y_BTE: np.ndarray, keep_BT: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-block sums behind the CKA of two models' activations (kept tokens only), and behind their mean cosine
+    when both have the same width (``cos``; a cosine needs one space, CKA compares spaces of any widths)."""
     x = np.where(keep_BT[..., None], x_BTD, 0).astype(np.float64)
-    y = np.where(keep_BT[..., None], y_BTD, 0).astype(np.float64)
-    norms = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
-    cos = np.where(keep_BT, (x * y).sum(-1) / np.where(norms > 0, norms, 1), 0)
-    return {
-        "n": keep_BT.sum(1).astype(np.float64), "cos": cos.sum(1),
+    y = np.where(keep_BT[..., None], y_BTE, 0).astype(np.float64)
+    sums = {
+        "n": keep_BT.sum(1).astype(np.float64),
         "sx": x.sum(1), "sy": y.sum(1),
         "xx": np.einsum("btd,bte->bde", x, x), "yy": np.einsum("btd,bte->bde", y, y),
         "xy": np.einsum("btd,bte->bde", x, y),
     }
+    if x.shape[-1] == y.shape[-1]:
+        norms = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
+        sums["cos"] = np.where(keep_BT, (x * y).sum(-1) / np.where(norms > 0, norms, 1), 0).sum(1)
+    return sums
 
 
 def cka_from_sums(n, sx, sy, xx, yy, xy) -> float:
@@ -92,13 +98,13 @@ def mean_cosine(x_ND: np.ndarray, y_ND: np.ndarray) -> float:
 def similarity_rows(sums: dict[str, np.ndarray]) -> dict[str, Any]:
     """Mean cosine and CKA of one depth with their intervals over blocks."""
     cosine = intervals.ratio_interval(sums["cos"], sums["n"], unit="blocks")
-    keys = ("n", "sx", "sy", "xx", "yy", "xy")
-    cka = intervals.bootstrap([sums[k] for k in keys], cka_from_sums, unit="blocks", n_resamples=CKA_RESAMPLES)
+    cka = intervals.bootstrap([sums[k] for k in CKA_KEYS], cka_from_sums, unit="blocks", n_resamples=CKA_RESAMPLES)
     return {"cosine": cosine["value"], "cosine_interval": cosine, "cka": cka["value"], "cka_interval": cka,
             "n_tokens": int(sums["n"].sum())}
 
 
-def _special_ids(cfg: Config) -> list[int]:
+def special_ids(cfg: Config) -> list[int]:
+    """The ids of the tokenizer's special tokens (the document separators), left out of every similarity."""
     tokenizer = get_tokenizer(cfg)
     return [int(tokenizer.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS]
 
@@ -114,7 +120,7 @@ def similarity_dir(cfg: Config, child: str, parent: str | None = None) -> Path:
 
     def build(out: Path) -> dict:
         models = {who: load_hooked_lm(cfg, who) for who in (parent, child)}
-        special = _special_ids(cfg)
+        special = special_ids(cfg)
         rows = []
         for domain in DOMAINS:
             blocks = eval_blocks(cfg, domain)[:n_blocks]

@@ -16,7 +16,7 @@ from ..core.hooks import hook_name
 from ..core.registry import REGISTRY
 from ..data import domain_blocks, eval_blocks
 from ..layerwise import family as layerwise
-from ..layerwise.similarity import _special_ids as special_ids  # the document separators' ids
+from ..layerwise.similarity import special_ids  # the document separators' ids
 from ..models.store import architecture
 from ..saes.encode import hook_activations
 

@@ -17,21 +17,9 @@ import numpy as np
 from ..core.artifacts import cached_step, read_json, write_json_atomic
 from ..core.config import Config
 from ..data import DATA_CODE, corpora_fingerprints
-from ..layerwise.similarity import cka_from_sums, residual_streams
+from ..layerwise.similarity import CKA_KEYS, block_sums, cka_from_sums, residual_streams
 from ..models import load_hooked_lm, model_dir
 from .family import domains, keep_mask, large, n_layers, small, validation_blocks
-
-KEYS = ("n", "sx", "sy", "xx", "yy", "xy")
-
-
-def cka_sums(x_BTD: np.ndarray, y_BTE: np.ndarray, keep_BT: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-block sums behind linear CKA (``cka_from_sums``) of two streams of any widths (kept tokens only)."""
-    x = np.where(keep_BT[..., None], x_BTD, 0).astype(np.float64)
-    y = np.where(keep_BT[..., None], y_BTE, 0).astype(np.float64)
-    return {"n": keep_BT.sum(1).astype(np.float64), "sx": x.sum(1), "sy": y.sum(1),
-            "xx": np.einsum("btd,bte->bde", x, x), "yy": np.einsum("btd,bte->bde", y, y),
-            "xy": np.einsum("btd,bte->bde", x, y)}
-
 
 def pairing_dir(cfg: Config) -> Path:
     """Cached step ``stitch-pairing``: CKA between every depth of the small and the large model (depth 0 is the
@@ -52,12 +40,12 @@ def pairing_dir(cfg: Config) -> Path:
             x, y = (residual_streams(models[who], blocks) for who in (a, b))
             for i in range(x.shape[0]):
                 for j in range(y.shape[0]):
-                    part = cka_sums(x[i], y[j], keep)
-                    for key in KEYS:
-                        sums.setdefault((i, j), {k: [] for k in KEYS})[key].append(part[key])
+                    part = block_sums(x[i], y[j], keep)
+                    for key in CKA_KEYS:
+                        sums.setdefault((i, j), {k: [] for k in CKA_KEYS})[key].append(part[key])
         grid = np.zeros((n_layers(cfg, a) + 1, n_layers(cfg, b) + 1))
         for (i, j), parts in sums.items():
-            grid[i, j] = cka_from_sums(*(np.concatenate(parts[k]) for k in KEYS))
+            grid[i, j] = cka_from_sums(*(np.concatenate(parts[k]) for k in CKA_KEYS))
         write_json_atomic(out / "pairing.json", {"small": a, "large": b, "domains": list(text),
                                                  "cka": grid.tolist(), "n_blocks_per_domain": n_blocks})
         return {"shape": list(grid.shape)}
