@@ -42,13 +42,14 @@ def test_a_killed_pass_resumes_with_the_same_numbers(mode, tmp_path):
         sys.path.insert(0, {str(TESTS)!r})
         from paper_lib.matching import resume
         from test_matching_resume import _correlate
-        resume.SAVE_SECONDS, save, saves = 0.0, resume.save, []
+        resume.SAVE_SECONDS, resume.SAVE_SHARE, save, saves = 0.0, 1e9, resume.save, []
 
         def save_then_die(*args):  # killed for real once the fourth chunk's statistics are on disk
-            save(*args)
+            seconds = save(*args)
             saves.append(1)
             if len(saves) == 4:
                 os.kill(os.getpid(), signal.SIGKILL)
+            return seconds
 
         resume.save = save_then_die
         _correlate({mode!r}, __import__("pathlib").Path({str(state)!r}))
@@ -62,9 +63,11 @@ def test_a_killed_pass_resumes_with_the_same_numbers(mode, tmp_path):
     acc, next_position = resume.load(state, what)
     assert next_position == 4 * CHUNK and acc.n_positions == 4 * CHUNK  # four chunks were in, none counted twice
 
+    half_written = state.with_name(state.name + ".tmp")  # what a kill during a later save would leave
+    half_written.write_bytes(b"\x80\x05partial")
     corr, acc = _correlate(mode, state)
     reference, ref_acc = _correlate(mode)
-    assert acc.n_positions == 4000 and not state.exists()
+    assert acc.n_positions == 4000 and not state.exists() and not half_written.exists()
     np.testing.assert_array_equal(corr, reference)  # sums over the same chunks in the same order: bit for bit
     np.testing.assert_array_equal(acc.support(), ref_acc.support())
     assert np.isfinite(corr).any()

@@ -71,9 +71,10 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(uninterrupted, tmp_p
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(TESTS)!r})
+        import paper_lib.saes.checkpoints as checkpoints
         import paper_lib.saes.train as train
         from test_sae_resume import _inputs
-        seal, sealed = train.mark_complete, []
+        seal, sealed = checkpoints.mark_complete, []
 
         def seal_then_die(path, state):  # killed for real, right after the second checkpoint is complete
             seal(path, state)
@@ -81,7 +82,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(uninterrupted, tmp_p
             if len(sealed) == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        train.mark_complete = seal_then_die
+        checkpoints.mark_complete = seal_then_die
         cfg, model, blocks = _inputs()
         train.train_sae(cfg, "babypython", model, blocks, __import__("pathlib").Path({str(tmp_path)!r}), 0.1, seed=1)
     """)
@@ -126,3 +127,20 @@ def test_an_unfinished_or_corrupt_checkpoint_is_never_resumed(tmp_path, capsys):
     assert not unfinished.exists() and not corrupt.exists()
     err = capsys.readouterr().err
     assert "not finished" in err and "missing or truncated" in err and "starts again from step 0" in err
+
+
+def test_the_interrupt_handlers_save_never_writes_or_rewrites_a_checkpoint(tmp_path):
+    """SAELens's Ctrl-C / SIGTERM handler calls the save hook on a folder with no weights (it may not exist) or on
+    a checkpoint already sealed; neither call may write anything."""
+    from paper_lib.saes.checkpoints import sealing
+
+    calls = []
+    hook = sealing(calls.append, lambda: {"step": 1, "seconds": 0.0, "rows": []})
+    hook(None)
+    hook(tmp_path / "run" / "480")
+    sealed = tmp_path / "run" / "960"
+    sealed.mkdir(parents=True)
+    (sealed / "sae_weights.safetensors").write_bytes(b"")
+    (sealed / MARK).write_text("{}")
+    hook(sealed)
+    assert calls == [] and not (tmp_path / "run" / "480").exists() and (sealed / MARK).read_text() == "{}"

@@ -156,16 +156,16 @@ def correlate_samples(
             parent_acts.shape[1], child_acts.shape[1], mode, vocab_size=vocab_size, min_support=min_support,
             track_support=track_support,
         )
-    saved = time.time()
+    saved, wait = time.time(), resume.SAVE_SECONDS
     for start in tqdm(range(first, n, chunk_positions), desc=desc, leave=False):
         stop = min(start + chunk_positions, n)
         acc.update(parent_acts[start:stop], child_acts[start:stop], tokens[start:stop])
-        if checkpoint and stop < n and time.time() - saved >= resume.SAVE_SECONDS:
-            resume.save(checkpoint, acc, stop, what)
+        if checkpoint and stop < n and time.time() - saved >= wait:
+            wait = resume.next_save_after(resume.save(checkpoint, acc, stop, what))
             saved = time.time()
     corr = acc.finalize()
     if checkpoint:
-        Path(checkpoint).unlink(missing_ok=True)
+        resume.clear(checkpoint)
     return corr, acc
 
 

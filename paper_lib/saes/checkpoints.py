@@ -12,8 +12,9 @@ preemptible machine needs on top of it:
 
 What a resumed run does not reproduce exactly: SAELens's checkpoint stores the activation store's position in the
 data, not its shuffling buffer (half of which carries over from batch to batch) nor the random generator that
-shuffles it. A resumed run therefore sees the same data in a different order after the checkpoint, and ends with
-close but not identical weights (the tests measure how close).
+shuffles it. A resumed run refills the buffer from the saved position, so the activations that sat in the buffer
+at the checkpoint are skipped and the batches after it differ; it ends with close but not identical weights (the
+tests measure how close).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +94,29 @@ def read_mark(checkpoint: Path) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / MARK).read_text(encoding="utf-8"))
 
 
-def mark_complete(checkpoint: Path, state: dict[str, Any]) -> None:
-    """Seal a checkpoint SAELens has finished writing, then drop every other checkpoint of the run.
+def sealing(save: Callable[[Path], None], state: Callable[[], dict[str, Any]]) -> Callable[[Path | None], None]:
+    """Wrap the runner's save hook (``runner.save_checkpoint``), which SAELens's trainer calls once it has written a
+    checkpoint's weights and state: the runner adds the data position, then the checkpoint is sealed.
 
-    SAELens also calls its save hook on an interrupt with only the activation store's position (no weights):
-    such a folder is left unmarked, so it is never taken for a checkpoint.
+    SAELens's interrupt handler (Ctrl-C, SIGTERM) calls the same hook on a folder with no weights, which may not
+    even exist, or on a checkpoint already sealed, with a later data position. Both calls are skipped: an
+    interrupted run resumes from its last sealed checkpoint, and a sealed one is never rewritten.
     """
+    from sae_lens.constants import SAE_WEIGHTS_FILENAME
+
+    def save_and_seal(checkpoint_path: Path | None) -> None:
+        if checkpoint_path is None:
+            return
+        checkpoint = Path(checkpoint_path)
+        if (checkpoint / SAE_WEIGHTS_FILENAME).is_file() and not (checkpoint / MARK).exists():
+            save(checkpoint)
+            mark_complete(checkpoint, state())
+
+    return save_and_seal
+
+
+def mark_complete(checkpoint: Path, state: dict[str, Any]) -> None:
+    """Seal a checkpoint whose SAELens files are all written, then drop every other checkpoint of the run."""
     checkpoint = Path(checkpoint)
     if not all((checkpoint / name).is_file() for name in _saelens_files()):
         return

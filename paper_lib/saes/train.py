@@ -42,7 +42,7 @@ from ..core.config import Config
 from ..core.hooks import hook_width
 from ..core.registry import REGISTRY
 from ..core.runtime import default_device, require_finite
-from .checkpoints import checkpoint_root, latest_checkpoint, mark_complete, read_mark, skip_passed_thresholds
+from .checkpoints import checkpoint_root, latest_checkpoint, read_mark, sealing, skip_passed_thresholds
 from .encode import hook_activations
 
 N_CURVE_POINTS = 100  # points recorded on each training curve
@@ -223,14 +223,7 @@ def train_sae(
         resumed = read_mark(resume_from) if resume_from else None
         recorder = _CurveRecorder(runner.sae, steps // N_CURVE_POINTS, cfg.sae.train_batch_size_tokens, resumed)
         runner.sae.training_forward_pass = recorder  # instance attribute: the trainer calls it each step
-        save = runner.save_checkpoint  # called by SAELens's trainer after it wrote a checkpoint's files
-
-        def save_and_mark(checkpoint_path):
-            save(checkpoint_path)
-            if checkpoint_path is not None:
-                mark_complete(checkpoint_path, recorder.state())
-
-        runner.save_checkpoint = save_and_mark
+        runner.save_checkpoint = sealing(runner.save_checkpoint, recorder.state)
         if resume_from:
             print(f"[sae] {name}: resuming from {resume_from} (step {resumed['step']} of {steps})",
                   file=sys.stderr, flush=True)
