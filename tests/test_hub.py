@@ -5,17 +5,22 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from paper_lib import data
 from paper_lib.core.config import DOMAINS, load_config
-from paper_lib.data import corpora, vocab
+from paper_lib.data import corpora, hub, vocab
 
 OFFLINE_FIX = ("data.source: local", "PAPER_DATA_DIR", "data.tokenizer: bpe")
 
 
 def _gated(message="Access to model is restricted."):
     return GatedRepoError(message, response=SimpleNamespace(headers={}, request=None, status_code=401))
+
+
+def _missing(message="Repository Not Found for url: https://huggingface.co/api/datasets/nilq/no-such-set."):
+    """What the hub answers for a wrong id when no token is sent: not found, with status 401 (not 404)."""
+    return RepositoryNotFoundError(message, response=SimpleNamespace(headers={}, request=None, status_code=401))
 
 
 def _raise_from(outer, inner):
@@ -60,6 +65,7 @@ def test_offline_hub_dataset_names_the_id_and_the_fix(monkeypatch):
     [
         (ConnectionError("Couldn't reach the dataset on the Hub (LocalEntryNotFoundError)"), "hub unreachable"),
         (_gated(), "access denied / gated"),
+        (_missing(), "not found, or private/gated and no token"),
     ],
 )
 def test_hub_dataset_failure_says_which(monkeypatch, error, expected):
@@ -69,7 +75,7 @@ def test_hub_dataset_failure_says_which(monkeypatch, error, expected):
         raise error
 
     monkeypatch.setattr(datasets, "load_dataset", fail)
-    for variable in corpora._OFFLINE_VARIABLES:
+    for variable in hub._OFFLINE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     cfg = load_config("smoke", {"data.source": "hub"})
     with pytest.raises(data.DataError) as info:
@@ -99,7 +105,7 @@ def test_hub_tokenizer_failure_says_which(monkeypatch, tmp_path, cause, expected
 
     monkeypatch.setenv("PAPER_RUNS_DIR", str(tmp_path))
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fail)
-    for variable in corpora._OFFLINE_VARIABLES:
+    for variable in hub._OFFLINE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     cfg = load_config("smoke", {"data.tokenizer": "hub"})
     with pytest.raises(data.DataError) as info:

@@ -16,13 +16,15 @@ import gzip
 import json
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
 
 from ..core.artifacts import file_fingerprint
 from ..core.config import DOMAINS, Config
+# The hub's dataset ids and their error messages live apart: a dataset's id, split and text key are in the
+# fingerprint of every corpus read from the hub, so editing that module rebuilds nothing that did not change.
+from .hub import HUB_SOURCES, hub_error_message
 
 
 SPLITS = ("train", "validation")
@@ -32,80 +34,9 @@ class DataError(RuntimeError):
     """A corpus that is missing, empty or unreadable."""
 
 
-@dataclass(frozen=True)
-class HubSource:
-    dataset: str
-    text_key: str
-    splits: dict[str, str]  # our split name -> the dataset's split name
-
-
-# The paper's datasets, checked against their dataset cards (each has one "default" config, so none needs a
-# config name). The base model's data, nilq/baby-python (key "content", train 10.7M / validation 1.04M rows,
-# https://huggingface.co/datasets/nilq/baby-python), is by its card "the BabyLM 100M dataset, evenly matched by
-# a truncated subset of the small-python-stack": we read its two sources and mix them ourselves, evenly by
-# tokens, so the Python domain is Python only (the case studies and probes read it alone).
-HUB_SOURCES = {
-    # https://huggingface.co/datasets/nilq/babylm-100M/viewer: splits train 10.6M, validation 1.03M, test 1.05M
-    # rows. Its column is not shown there; "text" is the column of its sibling nilq/babylm-10M (card metadata).
-    "babylm": HubSource("nilq/babylm-100M", "text", {"train": "train", "validation": "validation"}),
-    # https://huggingface.co/datasets/nilq/small-python-stack (README metadata): feature "content"; splits train
-    # 2,073,959 and validation 518,490 rows; "a random sample of 20% of the Python code" in The Stack.
-    "python": HubSource("nilq/small-python-stack", "content", {"train": "train", "validation": "validation"}),
-    # https://huggingface.co/datasets/nilq/small-lua-stack: column "content", 559k rows, "all of the Lua code
-    # available in the original Stack". Its split list is not on the pages seen; nilq/baby-python-and-lua's
-    # validation split is ~50k rows larger than nilq/baby-python's, which suggests a Lua validation split.
-    "lua": HubSource("nilq/small-lua-stack", "content", {"train": "train", "validation": "validation"}),
-    # https://huggingface.co/datasets/roneneldan/TinyStories/viewer: config "default", splits train 2.12M and
-    # validation 22k rows (data/validation-*.parquet); the authors' fine-tuning config reads key "text".
-    "tinystories": HubSource("roneneldan/TinyStories", "text", {"train": "train", "validation": "validation"}),
-}
-
-# What to do without the hub: the offline corpora and the project's own tokenizer.
-OFFLINE_FIX = (
-    "To run without the hub, set data.source: local with PAPER_DATA_DIR pointing at the offline corpora "
-    "(<domain>/{train,validation}.jsonl.gz) and data.tokenizer: bpe."
-)
-_DENIED = {"GatedRepoError"}  # huggingface_hub: gated repo and no token, or terms not accepted
-_NOT_FOUND = {"RepositoryNotFoundError", "DatasetNotFoundError"}  # no such repo, or private/gated and no token
-_UNREACHABLE = {  # no network, offline mode, or a timeout (builtins, huggingface_hub, requests, httpx)
-    "ConnectionError", "TimeoutError", "gaierror", "OfflineModeIsEnabled", "LocalEntryNotFoundError",
-    "ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException", "NetworkError",
-}
-_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-
-
-def hub_failure(err: BaseException) -> str:
-    """Why a hub download failed, from the exception and its causes: "denied" (gated, or HTTP 401/403),
-    "not_found", "unreachable" or "other"."""
-    names, statuses = set(), set()
-    seen: list[BaseException] = []
-    while err is not None and not any(err is e for e in seen):
-        seen.append(err)
-        names.update(cls.__name__ for cls in type(err).__mro__)
-        statuses.add(getattr(getattr(err, "response", None), "status_code", None))
-        err = err.__cause__ or err.__context__
-    if names & _DENIED or statuses & {401, 403}:
-        return "denied"
-    if names & _NOT_FOUND:
-        return "not_found"
-    return "unreachable" if names & _UNREACHABLE else "other"
-
-
 def hub_error(what: str, repo_id: str, err: BaseException, url: str) -> DataError:
-    """The error for a hub download that failed: names ``what`` and ``repo_id``, says whether the hub was
-    unreachable or refused access, and gives the offline fix. ``url`` is the repo's page."""
-    kind = hub_failure(err)
-    if kind == "denied":
-        reason = f"access denied / gated: set HF_TOKEN and accept the terms on {url}"
-    elif kind == "not_found":
-        reason = f"not found, or private/gated and no token: check the id at {url}, and set HF_TOKEN if it is gated"
-    elif kind == "unreachable":
-        offline = [v for v in _OFFLINE_VARIABLES if os.environ.get(v, "").strip().lower() in ("1", "true", "yes")]
-        reason = "hub unreachable: " + (f"offline mode is on ({', '.join(offline)})" if offline else "check the network")
-    else:
-        reason = "check the id, the network and HF_TOKEN"
-    return DataError(f"could not load {what} {repo_id} from the Hugging Face hub ({reason}): "
-                     f"{type(err).__name__}: {str(err).strip().rstrip('.')}. {OFFLINE_FIX}")
+    """The ``DataError`` for a failed hub download (``hub.hub_error_message``: which failure, and the fix)."""
+    return DataError(hub_error_message(what, repo_id, err, url))
 
 
 def _check_domain_split(domain: str, split: str) -> None:
@@ -230,11 +161,12 @@ def load_texts(cfg: Config, domain: str, split: str) -> Dataset:
 
 
 def corpus_fingerprint(cfg: Config, domain: str, split: str) -> str:
-    """What identifies a corpus for caching: content hash and size (local) or the dataset id and split (hub)."""
+    """What identifies a corpus for caching: content hash and size (local) or the dataset id, split and text
+    column (hub)."""
     if cfg.data.source == "local":
         return file_fingerprint(local_corpus_file(cfg, domain, split))
     source = HUB_SOURCES[domain]
-    return f"{source.dataset}:{source.splits[split]}"
+    return f"{source.dataset}:{source.splits[split]}:{source.text_key}"
 
 
 def describe_corpus(cfg: Config, domain: str, split: str) -> str:
