@@ -90,6 +90,25 @@ def test_shared_step_failure_on_the_main_process_is_raised_on_every_process(tmp_
     assert finished == []  # nothing unfinished is taken as finished
 
 
+def test_the_checkpoint_to_resume_from_is_chosen_by_the_main_process_alone(tmp_path):
+    """Choosing removes broken checkpoints, so two processes choosing at once could resume from different steps."""
+    barrier, slot, seen, chosen = threading.Barrier(2, timeout=30), [None], [], [None, None]
+
+    def choose(folder):
+        seen.append(folder)
+        return folder / "checkpoint-20"
+
+    def run(rank):
+        chosen[rank] = launch._decided_by_main(choose, _ThreadGroup(rank, barrier, slot))(tmp_path)
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert seen == [tmp_path] and chosen == [tmp_path / "checkpoint-20"] * 2
+
+
 def test_batch_that_processes_cannot_share_is_refused():
     assert launch.per_process_batch(16, 2) == 8
     with pytest.raises(ValueError, match="cannot be split evenly over 3 processes"):

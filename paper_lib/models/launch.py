@@ -137,6 +137,17 @@ def _then_wait(check: Callable, group: ProcessGroup) -> Callable:
     return wrapped
 
 
+def _decided_by_main(choose: Callable, group: ProcessGroup) -> Callable:
+    """``train.usable_checkpoint`` decided by rank 0 alone and shared: it removes broken checkpoints, so processes
+    checking at once could see different folders and resume from different steps."""
+
+    @functools.wraps(choose)
+    def wrapped(folder: Path) -> Path | None:
+        return group.share(choose(folder) if group.is_main else None)
+
+    return wrapped
+
+
 def _skip(*args, **kwargs) -> None:
     """Stands in, on the processes other than rank 0, for a write rank 0 makes once for all."""
 
@@ -151,6 +162,7 @@ def data_parallel(group: ProcessGroup | None) -> Iterator[None]:
         (train, "cached_step"): functools.partial(shared_cached_step, group),
         (train, "train_lm"): _global_batch(train.train_lm, group.size),
         (train, "_check_training"): _then_wait(train._check_training, group),
+        (train, "usable_checkpoint"): _decided_by_main(train.usable_checkpoint, group),
         # Every process holds the same weights after the last all-reduce; one writes them.
         (train, "_save_model"): train._save_model if group.is_main else _skip,
         (store, "record_benchmark"): store.record_benchmark if group.is_main else _skip,
