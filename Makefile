@@ -10,7 +10,7 @@ export PAPER_DATA_DIR ?= $(abspath ../shared/data)
 .PHONY: setup paper test test-all lab bench clean-notebooks help
 
 help:
-	@echo "make setup   build .venv (torch 2.13.0 first, then paper_lib[dev])"
+	@echo "make setup   build .venv (torch 2.13.0 first, then paper_lib[dev,lab])"
 	@echo "make paper   run every notebook with papermill (PROFILE=cpu by default; smoke, cpu, paper)"
 	@echo "make test    run the test suite (slow tests: make test-all)"
 	@echo "make lab     open the notebooks in JupyterLab"
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	echo "torch==2.13.0" > constraints.txt
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,lab]'
 	$(PY) -m ipykernel install --sys-prefix --name feature-tracking --display-name "feature-tracking" >/dev/null
 	touch $@
 

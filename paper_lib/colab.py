@@ -34,7 +34,7 @@ PROJECT_DIR = "{project_dir}"
 DRIVE_DIR = "{drive_dir}"
 
 if "google.colab" in sys.modules:
-    import importlib, os, subprocess
+    import importlib, importlib.metadata, os, subprocess
     import torch  # Colab's CUDA build
 
     if not os.path.isdir(PROJECT_DIR):
@@ -44,8 +44,19 @@ if "google.colab" in sys.modules:
     constraints = os.path.join(os.path.dirname(PROJECT_DIR), "pip-constraints.txt")
     with open(constraints, "w") as f:
         f.write(f"torch=={{torch.__version__}}\\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-c", constraints, "-e", PROJECT_DIR],
-                   check=True)
+    versions = lambda: {{d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}}
+    before = versions()
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-c", constraints, "-e", PROJECT_DIR],
+                         capture_output=True, text=True)
+    if pip.returncode:
+        print(pip.stdout[-2000:], pip.stderr[-4000:], sep="\\n")
+        raise RuntimeError("pip could not install the project: its output is above")
+    changed = {{name for name, version in versions().items() if before.get(name, version) != version}}
+    stale = sorted(module for module, names in importlib.metadata.packages_distributions().items()
+                   if module in sys.modules and changed & set(names))
+    if stale:  # a module loaded before the upgrade keeps its old code until the session restarts
+        print(f"pip upgraded {{', '.join(stale)}}, already loaded here: restart the session (Runtime > "
+              "Restart session) and run this cell again")
     if PROJECT_DIR not in sys.path:  # an editable install is seen by new kernels only; this one needs the path
         sys.path.insert(0, PROJECT_DIR)
     importlib.invalidate_caches()
@@ -119,8 +130,9 @@ The `paper` profile (the paper's sizes and datasets) wants a GPU. Each link open
    stopped (every expensive step is cached there, and training resumes from its last checkpoint).
 3. **Run the first cell** (tagged `{TAG}`; it does nothing outside Colab). It clones the repository into
    `{PROJECT_DIR}`, installs it with `pip install -e` (Colab's torch pinned, so it is kept), points
-   `PAPER_RUNS_DIR` and `PAPER_FIGURES_DIR` at Drive when Drive is mounted, and works in the clone's `notebooks/` folder. Should pip upgrade a package the
-   session had already loaded, Colab offers to restart the session: accept, and run the cell again.
+   `PAPER_RUNS_DIR` and `PAPER_FIGURES_DIR` at Drive when Drive is mounted, and works in the clone's
+   `notebooks/` folder. Should pip upgrade a package the session had already loaded, the cell says which:
+   restart the session (Runtime > Restart session) and run the cell again. A failed install prints pip's output.
 4. **Set `profile = "paper"`** in the `parameters` cell. The default `smoke` and the `cpu` profile read the offline
    corpora (`PAPER_DATA_DIR`), which Colab does not have; `paper` reads the Hugging Face hub.
 5. **`HF_TOKEN`**: the `paper` profile's Mistral-7B tokenizer (`mistralai/Mistral-7B-v0.1`) is gated. Accept its

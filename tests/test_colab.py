@@ -92,7 +92,11 @@ def test_cell_on_colab_clones_installs_and_keeps_runs_on_drive(drive_mounted, tm
         drive.mkdir()
     commands, folders = [], []
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: commands.append((command, kwargs)))
+    def run(command, **kwargs):
+        commands.append((command, kwargs))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setattr(os, "chdir", folders.append)
     monkeypatch.setattr(sys, "path", list(sys.path))
     for var in ("PAPER_RUNS_DIR", "PAPER_FIGURES_DIR"):
@@ -106,7 +110,8 @@ def test_cell_on_colab_clones_installs_and_keeps_runs_on_drive(drive_mounted, tm
         [sys.executable, "-m", "pip", "install", "--quiet", "-c", str(tmp_path / "pip-constraints.txt"), "-e",
          str(project)],
     ]
-    assert all(kwargs.get("check") for _, kwargs in commands), "a failed clone or install stops the cell"
+    assert commands[0][1].get("check"), "a failed clone stops the cell"
+    assert commands[1][1].get("capture_output"), "pip's output is kept, to be shown if it fails"
     assert not any("torch" in part for command, _ in commands for part in command), "torch is never installed"
     import torch
 
@@ -128,9 +133,24 @@ def test_cell_on_colab_reuses_an_existing_clone(tmp_path, monkeypatch):
     project.mkdir()
     commands = []
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: commands.append(command))
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: commands.append(command) or
+                        subprocess.CompletedProcess(command, 0, "", ""))
     monkeypatch.setattr(os, "chdir", lambda folder: None)
     monkeypatch.setattr(sys, "path", [str(project)])
     _run_cell(colab.setup_cell_source(project_dir=str(project), drive_dir=str(tmp_path / "no-drive")))
     assert [c[:4] for c in commands] == [[sys.executable, "-m", "pip", "install"]]
     assert sys.path == [str(project)], "the path is added once"
+
+
+def test_cell_on_colab_shows_pips_output_when_the_install_fails(tmp_path, monkeypatch):
+    project = tmp_path / "feature-tracking"
+    project.mkdir()
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(
+        command, 1, "", "ERROR: Cannot install paper_lib because these package versions have conflicting dependencies"))
+    monkeypatch.setattr(os, "chdir", lambda folder: pytest.fail("a failed install must stop the cell"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(RuntimeError, match="pip could not install"):
+        exec(compile(colab.setup_cell_source(project_dir=str(project), drive_dir=str(tmp_path)), "cell", "exec"),
+             {"__name__": "__main__"})
+    assert "conflicting dependencies" in printed.getvalue()
