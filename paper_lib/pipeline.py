@@ -3,7 +3,9 @@
 Each executed copy is kept in ``runs/<profile>/notebooks/``. A notebook is re-executed only when its source,
 the package's code, the profiles or the corpora (their contents, not their folder's name) changed since its
 last successful run; every step inside it is cached too, keyed on its own code, so a re-execution rebuilds
-only what a change touched. Wall times go to the benchmark file.
+only what a change touched. Wall times go to the benchmark file, with each notebook's peak resident memory (its
+kernel process tree, polled while it runs) and a table of the cached steps each notebook built (``steps``: the
+step's seconds and tokens per second from its manifest, beside its notebook's peak memory).
 
     python -m paper_lib.pipeline --profile cpu            # all notebooks
     python -m paper_lib.pipeline --profile cpu --only 01 02
@@ -17,10 +19,12 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from .core.artifacts import (
+    MANIFEST,
     PROJECT_ROOT,
     file_fingerprint,
     read_json,
@@ -34,6 +38,121 @@ from .report import ReportError, write_results
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL_NAME = "feature-tracking"
+STEP_TABLE = "steps"  # the benchmark file's per-step table
+
+
+def _parents() -> dict[int, int]:
+    """``{pid: parent pid}`` of every process in /proc (empty where there is no /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if entry.name.isdigit():
+            try:  # the command name may hold spaces and parentheses: the fields after the last ')' are fixed
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the process ended while we read
+    return parents
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, parent in _parents().items():
+        children.setdefault(parent, []).append(pid)
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _status_kib(pid: int, *keys: str) -> dict[str, int]:
+    """Fields of /proc/<pid>/status in KiB (``VmRSS``: resident now, ``VmHWM``: its peak so far)."""
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in keys:
+                values[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return values
+
+
+class PeakMemory:
+    """Peak resident memory of this process's descendants (a notebook's kernel and whatever it starts), polled
+    from a thread every ``interval`` seconds while the ``with`` block runs.
+
+    ``peak_rss_mib`` is the largest sum of the descendants' resident memory seen at one poll; ``peak_hwm_mib`` the
+    largest single process's own peak (the kernel's VmHWM, exact however short the peak was). Linux only (/proc);
+    elsewhere both are None.
+    """
+
+    def __init__(self, interval: float = 0.5, root: int | None = None):
+        self.interval, self.root = interval, root or os.getpid()
+        self.peak_rss_kib = self.peak_hwm_kib = self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _sample(self) -> None:
+        rss = 0
+        for pid in _descendants(self.root):
+            status = _status_kib(pid, "VmRSS", "VmHWM")
+            rss += status.get("VmRSS", 0)
+            self.peak_hwm_kib = max(self.peak_hwm_kib, status.get("VmHWM", 0))
+        self.peak_rss_kib = max(self.peak_rss_kib, rss)
+        self.samples += 1
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict:
+        """The peaks in MiB (None without /proc) and the number of polls."""
+        seen = Path("/proc").is_dir() and self.samples > 0
+        return {"peak_rss_mib": round(self.peak_rss_kib / 1024, 1) if seen else None,
+                "peak_hwm_mib": round(self.peak_hwm_kib / 1024, 1) if seen else None,
+                "memory_polls": self.samples}
+
+
+def finished_steps(run_folder: Path) -> set[str]:
+    """Names of the finished step folders in a run folder."""
+    return {p.parent.name for p in run_folder.glob(f"*/{MANIFEST}")}
+
+
+def step_rows(run_folder: Path, names: set[str], notebook: str, memory: dict) -> list[dict]:
+    """One row per step folder in ``names``: its step, seconds and tokens per second (from its manifest, where the
+    step has a throughput) and the peak memory of the notebook that built it."""
+    rows = []
+    for name in sorted(names):
+        found = read_json(run_folder / name / MANIFEST)
+        meta = found.get("meta") or {}
+        rows.append({"folder": name, "step": found.get("step"), "notebook": notebook, "seconds": found.get("seconds"),
+                     "tokens_per_second": meta.get("tokens_per_second"),
+                     "notebook_peak_rss_mib": memory.get("peak_rss_mib"),
+                     "notebook_peak_hwm_mib": memory.get("peak_hwm_mib")})
+    return rows
+
+
+def record_steps(profile: str, rows: list[dict]) -> None:
+    """Add ``rows`` to the benchmark file's per-step table (a folder built again replaces its old row)."""
+    path = run_dir(profile) / "benchmarks.json"
+    old = (read_json(path).get(STEP_TABLE) or {}).get("rows", []) if path.exists() else []
+    new = {row["folder"] for row in rows}
+    kept = [row for row in old if row["folder"] not in new]
+    record_benchmark(profile, STEP_TABLE, {"rows": kept + rows, "columns": {
+        "seconds": "the step's build time (its manifest)", "tokens_per_second": "training or evaluation tokens per "
+        "second, where the step has a throughput", "notebook_peak_rss_mib": "largest resident memory of the "
+        "notebook's kernel process tree at one poll", "notebook_peak_hwm_mib": "the kernel process's own peak (VmHWM)"}})
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -109,7 +228,11 @@ def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = F
     executed copy and its stamp. A run that fails leaves no stamp, keeps its executed copy only as
     ``<name>.failed.ipynb`` (to read the error) and changes no figure, so the next run executes it again.
     """
-    import papermill
+    try:
+        import papermill
+    except ImportError as err:
+        raise SystemExit("make paper runs the notebooks with papermill, which comes with the 'lab' extra: "
+                         "pip install -e '.[lab]' (make setup installs it).") from err
 
     from .plots.style import STAGING_ENV
 
@@ -125,7 +248,9 @@ def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = F
     profile_name = load_config(profile).profile
     started = time.time()
     previous = os.environ.get(STAGING_ENV)
-    with tempfile.TemporaryDirectory(prefix=f".{notebook.stem}-figures-", dir=output_dir) as staging:
+    before = finished_steps(run_dir(profile_name))
+    memory = PeakMemory()
+    with tempfile.TemporaryDirectory(prefix=f".{notebook.stem}-figures-", dir=output_dir) as staging, memory:
         os.environ[STAGING_ENV] = staging
         try:
             papermill.execute_notebook(
@@ -146,7 +271,9 @@ def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = F
     os.replace(failed, output)
     seconds = round(time.time() - started, 1)
     write_json_atomic(stamp_path, {"digest": digest, "seconds": seconds})
-    return {"notebook": notebook.name, "skipped": False, "seconds": seconds}
+    usage = memory.result()
+    steps = step_rows(run_dir(profile_name), finished_steps(run_dir(profile_name)) - before, notebook.stem, usage)
+    return {"notebook": notebook.name, "skipped": False, "seconds": seconds, **usage, "steps": steps}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[paper] {notebook.name}: {status}", flush=True)
         records.append(record)
         if not record["skipped"]:
-            record_benchmark(cfg.profile, f"notebook_{notebook.stem}", {"wall_seconds": record["seconds"]})
+            usage = {k: record[k] for k in ("peak_rss_mib", "peak_hwm_mib", "memory_polls")}
+            record_benchmark(cfg.profile, f"notebook_{notebook.stem}", {"wall_seconds": record["seconds"], **usage})
+            record_steps(cfg.profile, record.pop("steps"))
     try:  # only after every notebook succeeded: a failed one raised above and leaves RESULTS.md as it was
         write_results_report(cfg.profile, output_dir)
     except ReportError as err:

@@ -1,0 +1,77 @@
+"""The pipeline's per-notebook peak memory: a child process that holds a known amount is measured within bounds,
+and the per-step table is read from the step folders a notebook built."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from paper_lib.core.artifacts import read_json, write_json_atomic
+from paper_lib.pipeline import STEP_TABLE, PeakMemory, finished_steps, record_steps, step_rows
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+
+HOLD = """
+import sys, time
+block = bytearray({mib} * 1024 * 1024)
+for i in range(0, len(block), 4096):  # touch every page, so all of it is resident
+    block[i] = 1
+print("ready", flush=True)
+time.sleep({seconds})
+"""
+
+
+def _hold(mib: int, seconds: float) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", HOLD.format(mib=mib, seconds=seconds)], stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def test_peak_memory_of_a_child_that_holds_a_known_amount():
+    with PeakMemory(interval=0.05) as memory:
+        child = _hold(mib=300, seconds=0.6)
+        child.wait()
+    usage = memory.result()
+    assert usage["memory_polls"] >= 3
+    # 300 MiB of touched pages plus the interpreter (~10-30 MiB); an allocator may over-commit a little
+    assert 300 <= usage["peak_hwm_mib"] < 400
+    assert 300 <= usage["peak_rss_mib"] < 400
+
+
+def test_peak_memory_counts_children_of_children_and_only_descendants():
+    nested = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {HOLD.format(mib=120, seconds=0.6)!r}])"
+    with PeakMemory(interval=0.05) as memory:
+        subprocess.run([sys.executable, "-c", nested], check=True, capture_output=True)
+    usage = memory.result()
+    # the grandchild's 120 MiB plus two interpreters; this test process's own memory (torch etc.) is not counted
+    assert 120 <= usage["peak_hwm_mib"] < 200
+    assert 120 <= usage["peak_rss_mib"] < 260
+
+
+def test_no_children_no_memory():
+    with PeakMemory(interval=0.05) as memory:
+        time.sleep(0.2)
+    assert memory.result()["peak_rss_mib"] == 0.0
+
+
+def test_step_table_rows_come_from_the_manifests(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPER_RUNS_DIR", str(tmp_path))
+    run = tmp_path / "tiny"
+    old = run / "tokenizer-aaa"
+    old.mkdir(parents=True)
+    write_json_atomic(old / "manifest.json", {"step": "tokenizer", "seconds": 3.0, "meta": {}})
+    before = finished_steps(run)
+    new = run / "model-bbb"
+    new.mkdir()
+    write_json_atomic(new / "manifest.json", {"step": "model", "seconds": 12.5, "meta": {"tokens_per_second": 400.0}})
+    (run / "sae-ccc.partial").mkdir()  # unfinished: no manifest, no row
+    rows = step_rows(run, finished_steps(run) - before, "01_training", {"peak_rss_mib": 900.0, "peak_hwm_mib": 880.0})
+    assert rows == [{"folder": "model-bbb", "step": "model", "notebook": "01_training", "seconds": 12.5,
+                     "tokens_per_second": 400.0, "notebook_peak_rss_mib": 900.0, "notebook_peak_hwm_mib": 880.0}]
+    record_steps("tiny", rows)
+    record_steps("tiny", [{**rows[0], "seconds": 13.0}])  # the same folder built again replaces its row
+    table = read_json(run / "benchmarks.json")[STEP_TABLE]
+    assert [row["seconds"] for row in table["rows"]] == [13.0]
