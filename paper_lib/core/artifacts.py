@@ -235,6 +235,24 @@ def _finish(final: Path, partial: Path, step: str, code_hash: str, inputs: dict,
     os.replace(partial, final)
 
 
+def newest_resumable(checkpoints: list[Path], problem: Callable[[Path], str | None], tag: str,
+                     where: Path) -> Path | None:
+    """The first of ``checkpoints`` (newest first) that ``problem`` finds nothing wrong with; broken ones are
+    removed, with a message saying which, so an interrupted run falls back to an earlier checkpoint or starts
+    afresh by itself. ``tag`` and ``where`` name the run in the messages (LM and SAE training share this)."""
+    for checkpoint in checkpoints:
+        found = problem(checkpoint)
+        if found is None:
+            if checkpoint != checkpoints[0]:
+                print(f"[{tag}] resuming from the earlier {checkpoint.name}", file=sys.stderr, flush=True)
+            return checkpoint
+        print(f"[{tag}] {checkpoint}: {found}; removing it", file=sys.stderr, flush=True)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    if checkpoints:
+        print(f"[{tag}] no usable checkpoint in {where}: training starts again from step 0", file=sys.stderr, flush=True)
+    return None
+
+
 def cached_step(
     profile: str,
     step: str,

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..core.artifacts import cached_step, write_json_atomic
+from ..core.artifacts import cached_step, newest_resumable, write_json_atomic
 from ..core.config import Config
 from ..core.registry import ModelSpec
 from ..core.runtime import NonFiniteError, require_finite
@@ -139,17 +138,7 @@ def usable_checkpoint(folder: Path) -> Path | None:
     """The newest checkpoint in ``folder`` that can be resumed from; broken ones are removed, with a message
     saying which, so an interrupted run falls back to the previous checkpoint or starts afresh by itself."""
     checkpoints = sorted(Path(folder).glob("checkpoint-*"), key=_checkpoint_step, reverse=True)
-    for checkpoint in checkpoints:
-        problem = _checkpoint_problem(checkpoint)
-        if problem is None:
-            if checkpoint != checkpoints[0]:
-                print(f"[train] resuming from the earlier {checkpoint.name}", file=sys.stderr, flush=True)
-            return checkpoint
-        print(f"[train] {checkpoint}: {problem}; removing it", file=sys.stderr, flush=True)
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    if checkpoints:
-        print(f"[train] no usable checkpoint in {folder}: training starts again from step 0", file=sys.stderr, flush=True)
-    return None
+    return newest_resumable(checkpoints, _checkpoint_problem, "train", folder)
 
 
 def _check_training(history: list[dict], model, train_cfg) -> None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..core.artifacts import newest_resumable
 
 MARK = "resume.json"  # written last: its presence is what makes a checkpoint complete
 
@@ -78,15 +79,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest checkpoint under ``out_dir`` that can be resumed from; unusable ones are removed, with a message."""
     root = checkpoint_root(out_dir)
     found = sorted((p for p in root.glob("*/*") if p.is_dir() and p.name.isdigit()), key=_samples, reverse=True)
-    for checkpoint in found:
-        problem = _problem(checkpoint)
-        if problem is None:
-            return checkpoint
-        print(f"[sae] {checkpoint}: {problem}; removing it", file=sys.stderr, flush=True)
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    if found:
-        print(f"[sae] no usable checkpoint in {root}: training starts again from step 0", file=sys.stderr, flush=True)
-    return None
+    return newest_resumable(found, _problem, "sae", root)
 
 
 def read_mark(checkpoint: Path) -> dict[str, Any]:
