@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from .core.artifacts import (
+    BENCHMARK_FILE,
     MANIFEST,
     PROJECT_ROOT,
     file_fingerprint,
@@ -145,7 +146,7 @@ def step_rows(run_folder: Path, names: set[str], notebook: str, memory: dict) ->
 
 def record_steps(profile: str, rows: list[dict]) -> None:
     """Add ``rows`` to the benchmark file's per-step table (a folder built again replaces its old row)."""
-    path = run_dir(profile) / "benchmarks.json"
+    path = run_dir(profile) / BENCHMARK_FILE
     old = (read_json(path).get(STEP_TABLE) or {}).get("rows", []) if path.exists() else []
     new = {row["folder"] for row in rows}
     kept = [row for row in old if row["folder"] not in new]

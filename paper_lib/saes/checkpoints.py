@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..core.artifacts import newest_resumable
+from ..core.artifacts import newest_resumable, write_json_atomic
 
 MARK = "resume.json"  # written last: its presence is what makes a checkpoint complete
 
@@ -113,9 +113,7 @@ def mark_complete(checkpoint: Path, state: dict[str, Any]) -> None:
     checkpoint = Path(checkpoint)
     if not all((checkpoint / name).is_file() for name in _saelens_files()):
         return
-    tmp = checkpoint / (MARK + ".tmp")
-    tmp.write_text(json.dumps(state), encoding="utf-8")
-    tmp.replace(checkpoint / MARK)
+    write_json_atomic(checkpoint / MARK, state)
     for other in checkpoint.parent.parent.glob("*/*"):
         if other.is_dir() and other != checkpoint:
             shutil.rmtree(other, ignore_errors=True)
