@@ -119,3 +119,33 @@ def test_each_model_has_a_seed_ceiling_on_its_own_text(smoke_cfg):
     assert set(ceilings["model"]) == set(REGISTRY.names) and len(ceilings) == len(REGISTRY.names) * 3 * 2
     assert ceilings["ceiling_share"].between(0, 1).all() and (ceilings["ceiling_share"] < 1).all()
     assert ceilings.loc[ceilings["model"] == "luastories", "sample"].unique().tolist() == ["lua+tinystories"]
+
+
+def test_without_compare_methods_no_one_to_one_assignment_runs(smoke_cfg, monkeypatch):
+    """``matching.compare_methods`` off: matches and the controls tables are many-to-many only, and the one-to-one
+    assignment (minutes per 16,384 x 16,384 match) is never computed; the decoder method still reads one-to-one."""
+    import importlib
+
+    from paper_lib.matching import controls
+    from paper_lib.matching.pairs import default_assignments, match_saes, sample_domains
+
+    cfg = smoke_cfg.model_copy(update={"matching": smoke_cfg.matching.model_copy(update={"compare_methods": False})})
+    assert default_assignments(cfg, "position") == ("many",) and default_assignments(cfg, "decoder") == ("many", "one")
+    assert default_assignments(smoke_cfg, "token") == ("many", "one")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a one-to-one assignment was computed")
+
+    # the module (the package exports a function of the same name)
+    monkeypatch.setattr(importlib.import_module("paper_lib.matching.classify"), "_assigned_pairs", refuse)
+    domains = sample_domains(cfg, "babypython", "lua")
+    found = match_saes(cfg, "babypython", "lua", "position", domains)
+    assert list(found) == ["many"]
+    full = match_saes(smoke_cfg, "babypython", "lua", "position", domains, assignments=("many",))
+    assert full["many"].extra["folder"] == found["many"].extra["folder"]  # one step for the same assignments
+    table = controls.controls_table(cfg)
+    assert set(table["assignment"]) == {"many"} and set(table["method"]) == set(cfg.matching.modes)
+    assert len(table) == len(REGISTRY.edges()) * len(cfg.matching.modes)
+    assert controls.null_table(cfg)["false_match_rate_one_to_one"].isna().all()
+    with pytest.raises(ValueError, match="assignments must be some of"):
+        match_saes(cfg, "babypython", "lua", "position", domains, assignments=("all",))

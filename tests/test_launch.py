@@ -173,6 +173,9 @@ def test_two_cpu_processes_train_the_folder_a_single_process_would(data_dir, tmp
     for step, loss in single_losses.items():
         assert launched_losses[step] == pytest.approx(loss, rel=1e-5)
     assert launched_losses[4] < launched_losses[1]
+    evaluated = [[row["step"] for row in json.loads((path / "history.json").read_text()) if "eval_loss" in row]
+                 for path in (single, launched)]
+    assert evaluated[0] == evaluated[1] and evaluated[0]  # the validation curve at the same steps
 
     model, reference = load_hf(launched), load_hf(single)
     blocks = torch.randint(0, cfg.data.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))

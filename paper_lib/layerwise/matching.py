@@ -25,7 +25,7 @@ import pandas as pd
 from ..core import intervals
 from ..core.artifacts import cached_step
 from ..core.config import Config
-from ..matching.classify import ASSIGNMENTS, MatchResult, classify
+from ..matching.classify import MatchResult, classify
 from ..matching.controls import flags_fraction_interval, other_seeding, persisting_flags
 from ..matching.pairs import (
     _ARRAYS, _load_result, _vocab_size, activation_sample_dir, correlate_samples, load_activation_sample, match_saes,
@@ -36,6 +36,7 @@ from ..saes.evaluate import diagnostics_table
 from .family import base, fine_tunes, layer_config, layers
 
 METHOD = "position"  # the controls issue's method: Pearson r over positions, with its support guard
+MANY = ("many",)  # every reading here is many-to-many: no one-to-one assignment is computed
 
 
 def layer_sae_dir(cfg: Config, name: str, layer: int, seeding: str | None = None) -> Path:
@@ -50,7 +51,7 @@ def _domains(cfg: Config, child: str) -> tuple[str, ...]:
 def same_layer(cfg: Config, child: str, layer: int, permute: bool = False) -> MatchResult:
     """The base's SAE at ``layer`` against the fine-tune's at the same layer (many-to-many)."""
     lc = layer_config(cfg, layer)
-    return match_saes(lc, base(), child, METHOD, _domains(cfg, child), permute=permute)["many"]
+    return match_saes(lc, base(), child, METHOD, _domains(cfg, child), permute=permute, assignments=MANY)["many"]
 
 
 def ceiling(cfg: Config, child: str, layer: int) -> MatchResult:
@@ -58,7 +59,8 @@ def ceiling(cfg: Config, child: str, layer: int) -> MatchResult:
     (the child side of this match) that a second seed of the same model finds."""
     lc = layer_config(cfg, layer)
     main = cfg.sae.init
-    return match_saes(lc, base(), base(), METHOD, _domains(cfg, child), other_seeding(main), main)["many"]
+    return match_saes(lc, base(), base(), METHOD, _domains(cfg, child), other_seeding(main), main,
+                      assignments=MANY)["many"]
 
 
 def cross_layer(cfg: Config, parent: str, child: str, layer: int, child_layer: int,
@@ -86,7 +88,7 @@ def cross_layer(cfg: Config, parent: str, child: str, layer: int, child_layer: i
         score, _ = correlate_samples(x, y, tokens, METHOD, _vocab_size(cfg, tokens), guard,
                                      desc=f"{parent} L{layer} -> {child} L{child_layer}")
         meta: dict[str, Any] = {"n_positions": int(x.shape[0])}
-        for assignment in ASSIGNMENTS:
+        for assignment in MANY:
             result = classify(score, dead_p, dead_c, threshold, parent, child, METHOD, x.shape[0], assignment=assignment)
             np.savez(out / f"{assignment}.npz", **{k: getattr(result, k) for k in _ARRAYS})
             result.pairs.to_csv(out / f"{assignment}_pairs.csv", index=False)

@@ -14,7 +14,7 @@ from ..core.config import Config
 from ..core.registry import NULL_MODEL
 from ..data import MATCHING_DOMAINS
 from .methods import threshold_curve
-from .pairs import ASSIGNMENTS, METHODS, match_saes, matching_pairs, min_support, sample_domains
+from .pairs import METHODS, match_saes, matching_pairs, min_support, sample_domains
 
 # The steps notebook 01 builds on a cold run: the tokenizer, BabyPython's token data, the model and its evaluation.
 NOTEBOOK_01_STEPS = ("tokenizer", "tokens-babylm-train", "tokens-python-train", "tokens-babylm-validation",
@@ -73,7 +73,8 @@ def _methods(cfg: Config) -> tuple[str, ...]:
 
 
 def pair_matches(cfg: Config, parent: str, child: str, method: str) -> dict[str, dict[str, Any]]:
-    """Every match behind one pair's controls, by kind, each ``{"many": MatchResult, "one": MatchResult}``.
+    """Every match behind one pair's controls, by kind, each ``{assignment: MatchResult}`` for the assignments of
+    ``pairs.default_assignments``.
 
     ``real``: the SAEs of ``cfg.sae.init`` on the pair's sample; ``independent`` / ``shared``: both SAEs of that
     seeding; ``ceiling``: the child's other-seed SAE against its own; ``null_model``: the untrained model's SAE
@@ -118,7 +119,7 @@ def controls_table(cfg: Config) -> pd.DataFrame:
     for parent, child in matching_pairs(cfg):
         for method in _methods(cfg):
             kinds = pair_matches(cfg, parent, child, method)
-            for assignment in ASSIGNMENTS:
+            for assignment in kinds["real"]:  # the assignments computed (pairs.default_assignments)
                 share = {kind: _share(found[assignment]) for kind, found in kinds.items()}
                 real = kinds["real"][assignment].counts()
                 ceiling = share["ceiling"]
@@ -172,7 +173,7 @@ def model_ceilings(cfg: Config) -> pd.DataFrame:
         domains = REGISTRY.data_domains(name)
         for method in _methods(cfg):
             found = match_saes(cfg, name, name, method, domains, other_seeding(main), main)
-            for assignment in ASSIGNMENTS:
+            for assignment in found:
                 counts = found[assignment].counts()
                 rows.append({"model": name, "sample": "+".join(domains), "method": method, "assignment": assignment,
                              "live_on_sample": counts["n_child"] - counts["dead_child"],
@@ -226,7 +227,7 @@ def null_table(cfg: Config) -> pd.DataFrame:
                 "parent": parent, "child": child, "method": method, "threshold": cfg.matching.threshold,
                 "min_support": min_support(cfg, method),
                 "false_match_rate": _share(found["many"]),
-                "false_match_rate_one_to_one": _share(found["one"]),
+                "false_match_rate_one_to_one": _share(found["one"]) if "one" in found else None,
                 "false_match_rate_interval": share_interval(found["many"]),
                 "recommended_min_support": meta.get("recommended_min_support"),
             })

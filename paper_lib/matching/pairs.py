@@ -178,6 +178,14 @@ def min_support(cfg: Config, method: str) -> int:
     return {"position": cfg.matching.min_coactive, "token": cfg.matching.min_token_support}.get(method, 0)
 
 
+def default_assignments(cfg: Config, method: str) -> tuple[str, ...]:
+    """The assignments a match computes unless its caller names them: both with ``matching.compare_methods`` (the
+    one-to-one variants are part of notebook 05's comparison) and for the decoder method (read one-to-one), else
+    many-to-many only. A 16,384 x 16,384 ``linear_sum_assignment`` takes minutes on 2 cores, so it runs only where
+    it is read."""
+    return ASSIGNMENTS if cfg.matching.compare_methods or method == "decoder" else ("many",)
+
+
 _ARRAYS = ("best_child_for_parent", "best_corr_for_parent", "best_parent_for_child", "best_corr_for_child",
            "dead_parent", "dead_child")
 
@@ -185,26 +193,31 @@ _ARRAYS = ("best_child_for_parent", "best_corr_for_parent", "best_parent_for_chi
 def match_saes(
     cfg: Config, parent: str, child: str, method: str, domains: tuple[str, ...],
     parent_seeding: str | None = None, child_seeding: str | None = None, permute: bool = False,
-    threshold: float | None = None,
+    threshold: float | None = None, assignments: tuple[str, ...] | None = None,
 ) -> dict[str, MatchResult]:
     """Match two SAEs (any two registry models, or one model's two seedings) on one sample (cached).
 
     ``method``: ``position`` or ``token`` (Pearson r of activations) or ``decoder`` (cosine of decoder
     directions: data-free, but features inactive on the sample are left out as in the other methods).
     ``permute``: the child's positions are shuffled first (the permutation null). Returns ``{"many": ...,
-    "one": ...}``: every pair >= threshold (one-to-many kept) and the one-to-one assignment's pairs >= threshold.
+    "one": ...}``: every pair >= threshold (one-to-many kept) and the one-to-one assignment's pairs >= threshold,
+    for the ``assignments`` asked for (default: ``default_assignments``; part of the cache key).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if permute and method == "decoder":
         raise ValueError("the permutation null shuffles positions; the decoder method reads no positions")
     threshold = cfg.matching.threshold if threshold is None else float(threshold)
+    assignments = default_assignments(cfg, method) if assignments is None else tuple(assignments)
+    if not assignments or any(a not in ASSIGNMENTS for a in assignments):
+        raise ValueError(f"assignments must be some of {ASSIGNMENTS}, got {assignments!r}")
+    assignments = tuple(a for a in ASSIGNMENTS if a in assignments)  # one order, so one cache key
     domains = tuple(domains)
     parent_dir = activation_sample_dir(cfg, parent, domains, parent_seeding)
     child_dir = activation_sample_dir(cfg, child, domains, child_seeding)
     guard = min_support(cfg, method)
     inputs = {"parent": parent_dir.name, "child": child_dir.name, "method": method, "threshold": threshold,
-              "min_support": guard, "permute": permute, "seed": cfg.seed}
+              "min_support": guard, "permute": permute, "seed": cfg.seed, "assignments": list(assignments)}
 
     def build(out: Path) -> dict:
         x, tokens = load_activation_sample(cfg, parent, domains, parent_seeding)
@@ -231,7 +244,7 @@ def match_saes(
                 table.to_csv(out / "guard.csv", index=False)
                 meta["recommended_min_support"] = chosen
                 del unguarded
-        for assignment in ASSIGNMENTS:
+        for assignment in assignments:
             result = classify(score, dead_p, dead_c, threshold, parent, child, method, n_positions,
                               assignment=assignment)
             np.savez(out / f"{assignment}.npz", **{k: getattr(result, k) for k in _ARRAYS})
@@ -243,7 +256,7 @@ def match_saes(
             "paper_lib.matching.methods", "paper_lib.matching.resume"]
     tag = f"{_seeding_tag(cfg, parent_seeding)}{_seeding_tag(cfg, child_seeding)}{'-permuted' if permute else ''}"
     path = cached_step(cfg.profile, f"matching-{parent}-{child}-{method}{tag}", inputs, build, code=code)
-    return {a: _load_result(path, a, parent, child, method, threshold) for a in ASSIGNMENTS}
+    return {a: _load_result(path, a, parent, child, method, threshold) for a in assignments}
 
 
 def _lowest_guard(method: str) -> int:

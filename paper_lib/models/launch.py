@@ -109,8 +109,7 @@ def _global_batch(train_lm: Callable, processes: int) -> Callable:
     """``train_lm`` with each process taking its share of the global batch; the statistics say how it was split.
 
     ``train_lm`` counts tokens and steps over the whole data set, so its ``train_tokens`` and ``tokens_per_second``
-    already cover every process. It also places its validation points by the steps one process would take with
-    the per-process batch, so the curve in ``history.json`` has about 8 / N of the usual eight points.
+    already cover every process, and it places its eight validation points by the steps of the whole run.
     """
 
     @functools.wraps(train_lm)

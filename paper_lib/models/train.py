@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -51,7 +52,9 @@ def train_lm(
     """
     from transformers import Trainer, TrainingArguments
 
-    steps_per_epoch = math.ceil(len(train) / train_cfg.batch_size)
+    # Under a data-parallel launch (models.launch) each of WORLD_SIZE processes takes batch_size blocks a step.
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = math.ceil(len(train) / (train_cfg.batch_size * processes))
     total_steps = max(1, math.ceil(steps_per_epoch * train_cfg.epochs))
     use_bf16 = train_cfg.bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = TrainingArguments(
