@@ -1,9 +1,13 @@
 """The paper's shapes run end to end on CPU (the ``paper_shapes`` profile: tiny token counts, the paper's model,
 vocabulary, SAE width and context, and matching on the released sample size), and the benchmark file holds each
-notebook's peak memory and the per-step table. Slow (one to two hours on 2 cores, most of it in the one-to-one
-assignments of notebook 05): ``make test-all`` runs it."""
+notebook's peak memory and the per-step table. Slow (about an hour and a half on 2 cores): ``make test-all`` runs it.
+
+``PAPER_SHAPES_RUNS_DIR=<folder>`` runs the pipeline in that runs folder instead of a temporary one: a run made
+there with the same code (``python -m paper_lib.pipeline --profile paper_shapes``) is up to date, so the tests check
+it without running it again, and an interrupted one is finished."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -18,7 +22,8 @@ PROFILE = "paper_shapes"
 @pytest.fixture(scope="module")
 def paper_shapes_run(tmp_path_factory, data_dir):
     """The whole pipeline on the profile, in its own run and figure folders (the committed figures are untouched)."""
-    runs, figures = tmp_path_factory.mktemp("paper_shapes_runs"), tmp_path_factory.mktemp("paper_shapes_figures")
+    runs = os.environ.get("PAPER_SHAPES_RUNS_DIR") or tmp_path_factory.mktemp("paper_shapes_runs")
+    figures = tmp_path_factory.mktemp("paper_shapes_figures")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PAPER_RUNS_DIR", str(runs))
         patch.setenv("PAPER_FIGURES_DIR", str(figures))

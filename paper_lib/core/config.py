@@ -16,7 +16,9 @@ from .schema import (  # noqa: F401 (ConfigError and the number types are re-exp
 )
 from .schema import Section as _Section
 from .schema import invalid as _invalid
+from .schema import model_pairs
 from .schema import message
+from .crosscoder_config import CrosscoderConfig
 from .stitching_config import StitchingConfig
 
 PROFILE_DIR = Path(__file__).parent.parent / "profiles"
@@ -196,12 +198,7 @@ class MatchingConfig(_Section):
     @field_validator("pairs")
     @classmethod
     def _pairs_are_models(cls, pairs: list[list[str]] | None) -> list[list[str]] | None:
-        for i, pair in enumerate(pairs or []):
-            if len(pair) != 2 or pair[0] == pair[1] or any(m not in REGISTRY for m in pair):
-                raise _invalid(
-                    f"entry {i} {pair!r} must be [parent, child]: two different models of {', '.join(REGISTRY.names)}"
-                )
-        return pairs
+        return model_pairs(pairs)
 
 
 class CaseStudyConfig(_Section):
@@ -328,6 +325,7 @@ class Config(_Section):
     dynamics: DynamicsConfig = Field(default_factory=DynamicsConfig)
     layerwise: LayerwiseConfig = Field(default_factory=LayerwiseConfig)
     stitching: StitchingConfig = Field(default_factory=StitchingConfig)
+    crosscoder: CrosscoderConfig = Field(default_factory=CrosscoderConfig)
 
     @model_validator(mode="after")
     def _layerwise_shapes_fit(self) -> Config:

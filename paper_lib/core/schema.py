@@ -30,6 +30,16 @@ def invalid(message: str) -> PydanticCustomError:
     return PydanticCustomError("config_value", message)
 
 
+def model_pairs(pairs: list[list[str]] | None) -> list[list[str]] | None:
+    """A validator's check of a list of [parent, child] pairs: two different registry models each."""
+    from .registry import REGISTRY
+
+    for i, pair in enumerate(pairs or []):
+        if len(pair) != 2 or pair[0] == pair[1] or any(m not in REGISTRY for m in pair):
+            raise invalid(f"entry {i} {pair!r} must be [parent, child]: two different models of {', '.join(REGISTRY.names)}")
+    return pairs
+
+
 class Section(BaseModel):
     """Base of every section: strict types, no unknown keys, re-checked on assignment; defaults are the paper's."""
 

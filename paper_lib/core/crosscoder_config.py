@@ -1,0 +1,35 @@
+"""Configuration of crosscoder model diffing (``paper_lib.crosscoder``).
+
+Kept apart from ``config`` for length; ``Config`` holds it as ``crosscoder``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from .schema import NonNegativeFloat, Positive, PositiveFloat, Section, model_pairs
+
+
+class CrosscoderConfig(Section):
+    """One BatchTopK crosscoder per [parent, child] pair, over both models' activations at ``sae.hook_name``."""
+
+    # The pairs of the method comparison: both fine-tunes against their base, and the merge against one parent.
+    pairs: list[list[str]] = Field(
+        default_factory=lambda: [["babypython", "lua"], ["babypython", "tinystories"], ["lua", "luastories"]])
+    # Latents per activation width; None: the per-model SAEs' (sae.expansion_factor), so the two methods compare
+    # dictionaries of one size.
+    expansion_factor: Positive | None = None
+    # Latents active per token on average (BatchTopK's k): near the per-model SAEs' L0 (tens of features).
+    k: Positive = 32
+    # Trained on both models' data (the pair's domains, evenly by tokens), sae.context_size-token blocks.
+    training_tokens: Positive = 50_000_000
+    batch_tokens: Positive = 4096
+    lr: PositiveFloat = 1e-4
+    aux_alpha: NonNegativeFloat = 1 / 32  # weight of the auxiliary loss that revives dead latents (Gao et al.)
+    dead_after_tokens: Positive = 10_000_000  # a latent that has not fired for this many tokens counts as dead
+    buffer_blocks: Positive = 512  # blocks whose activations are shuffled together before batching
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_are_models(cls, pairs: list[list[str]]) -> list[list[str]]:
+        return model_pairs(pairs)

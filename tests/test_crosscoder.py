@@ -1,0 +1,154 @@
+"""The crosscoder (``paper_lib.crosscoder``) on constructed activations where the right answer is known: latents in
+one model only are found exclusive, shared ones shared, latent scaling tells them apart, and one model against
+itself gives only shared latents."""
+
+import numpy as np
+import pytest
+import torch
+
+from paper_lib.crosscoder import (
+    BatchTopKCrosscoder, class_counts, evaluate, latent_classes, latent_scaling, relative_norms, train_crosscoder,
+)
+
+D, N_SHARED, N_PARENT, N_CHILD = 32, 40, 12, 12
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small matrices: one thread is several times faster than two contending ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _directions(n: int, generator: torch.Generator) -> torch.Tensor:
+    d = torch.randn(n, D, generator=generator)
+    return d / d.norm(dim=1, keepdim=True)
+
+
+class Constructed:
+    """Sparse true features: ``N_SHARED`` with the same direction in both models, ``N_PARENT`` in the parent's
+    activations only and ``N_CHILD`` in the child's only; about three active per token."""
+
+    def __init__(self, same: bool = False):
+        g = torch.Generator().manual_seed(1)
+        self.shared, self.parent, self.child = _directions(N_SHARED, g), _directions(N_PARENT, g), _directions(N_CHILD, g)
+        self.same = same  # the child's activations are the parent's (one model against itself)
+
+    def batches(self, seed: int, batch: int = 256):
+        g = torch.Generator().manual_seed(seed)
+        n = N_SHARED + N_PARENT + N_CHILD
+        while True:
+            on = (torch.rand(batch, n, generator=g) < 3 / n) * torch.rand(batch, n, generator=g) * 2
+            common = on[:, :N_SHARED] @ self.shared
+            parent = common + on[:, N_SHARED:N_SHARED + N_PARENT] @ self.parent
+            child = parent if self.same else common + on[:, N_SHARED + N_PARENT:] @ self.child
+            yield torch.stack([parent, child], dim=1)
+
+    def held_out(self, n: int = 20):
+        it = self.batches(seed=99)
+        return [next(it) for _ in range(n)]
+
+
+def _trained(data: Constructed) -> BatchTopKCrosscoder:
+    crosscoder = BatchTopKCrosscoder(D, 128, k=4, seed=0)
+    train_crosscoder(crosscoder, data.batches(seed=0), n_steps=1500, lr=3e-3, dead_after_tokens=20_000)
+    return crosscoder
+
+
+def _best_latents(crosscoder: BatchTopKCrosscoder, truth: torch.Tensor, model: int) -> tuple[np.ndarray, np.ndarray]:
+    directions = torch.nn.functional.normalize(crosscoder.W_dec_FMD.detach()[:, model], dim=1)
+    cos = directions @ truth.T
+    return cos.argmax(dim=0).numpy(), cos.max(dim=0).values.numpy()
+
+
+def test_exclusive_and_shared_latents_are_found_and_latent_scaling_separates_them():
+    data = Constructed()
+    crosscoder = _trained(data)
+    found = evaluate(crosscoder, data.held_out())
+    assert min(found["explained_variance"]) > 0.9
+    assert 2 < found["mean_l0"] < 6  # the inference threshold keeps about k = 4 latents a token
+    relative = relative_norms(crosscoder)
+    classes = latent_classes(relative, found["live"])
+    for truth, model, expected in ((data.parent, 0, "parent_only"), (data.child, 1, "child_only")):
+        latents, cosine = _best_latents(crosscoder, truth, model)
+        recovered = cosine > 0.9
+        assert recovered.mean() >= 0.75, cosine
+        # every recovered feature on its model's side, and nearly all inside Minder et al.'s exclusive band
+        side = relative[latents[recovered]]
+        assert ((side < 0.25) if model == 0 else (side > 0.75)).all(), side
+        assert (classes[latents[recovered]] == expected).mean() >= 0.9, side
+    counts = class_counts(classes)
+    assert counts["parent_only"] >= 9 and counts["child_only"] >= 9 and counts["shared"] >= N_SHARED * 0.75
+    # a child-only latent's direction is absent from the parent; a shared one is present in both at the same scale
+    exclusive = np.flatnonzero(classes == "child_only")
+    scaled = latent_scaling(crosscoder, data.held_out(), exclusive, present=1)
+    assert np.abs(scaled["nu_reconstruction"]).max() < 0.2 and np.abs(scaled["nu_error"]).max() < 0.2
+    shared = np.flatnonzero(classes == "shared")
+    scaled = latent_scaling(crosscoder, data.held_out(), shared, present=1)
+    assert np.median(scaled["nu_reconstruction"]) == pytest.approx(1.0, abs=0.1)
+
+
+def test_one_model_against_itself_has_only_shared_latents():
+    data = Constructed(same=True)
+    crosscoder = _trained(data)
+    found = evaluate(crosscoder, data.held_out())
+    classes = latent_classes(relative_norms(crosscoder), found["live"])
+    live = classes != "dead"
+    assert live.sum() >= N_SHARED + N_PARENT
+    assert (classes[live] == "shared").mean() >= 0.95
+    assert found["explained_variance"][0] == pytest.approx(found["explained_variance"][1], abs=1e-3)
+
+
+def test_batch_topk_keeps_k_per_token_in_training_and_the_threshold_after():
+    crosscoder = BatchTopKCrosscoder(D, 64, k=3, seed=0)
+    x = next(Constructed().batches(seed=5, batch=50))
+    acts = crosscoder.encode(x, batch_topk=True)
+    assert int((acts > 0).sum()) == 3 * 50
+    with pytest.raises(RuntimeError, match="no inference threshold"):
+        crosscoder.eval()(x)
+    crosscoder.threshold.fill_(0.0)
+    assert torch.equal(crosscoder.encode(x, batch_topk=False), crosscoder.pre_activations(x))
+    again = BatchTopKCrosscoder.from_state(crosscoder.config(), crosscoder.state_dict())
+    assert torch.equal(again(x), crosscoder.eval()(x))
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="k <= d_latents"):
+        BatchTopKCrosscoder(D, 8, k=9)
+    crosscoder = BatchTopKCrosscoder(D, 16, k=2)
+    with pytest.raises(ValueError, match=r"\[batch, 2, 32\]"):
+        crosscoder.encode(torch.zeros(4, D))
+    with pytest.raises(ValueError, match="n_steps"):
+        train_crosscoder(crosscoder, Constructed().batches(seed=0), n_steps=1)
+
+
+def test_a_registry_pair_crosscoder_on_smoke(smoke_cfg):
+    """The cached step of a registry pair: trained once, every latent classed, latent scaling for the exclusive ones,
+    and the weights reload to the same reconstructions."""
+    from paper_lib.core.artifacts import manifest
+    from paper_lib.crosscoder import crosscoder_dir, latent_table, load_crosscoder, paired_activations
+    from paper_lib.matching.pairs import sample_blocks
+    from paper_lib.models import load_hooked_lm
+
+    path = crosscoder_dir(smoke_cfg, "babypython", "lua")
+    assert crosscoder_dir(smoke_cfg, "babypython", "lua") == path  # cached
+    meta = manifest(path)["meta"]
+    assert meta["d_latents"] == 128 * smoke_cfg.sae.expansion_factor and meta["domains"] == ["babylm", "python", "lua"]
+    assert sum(meta["classes"].values()) == meta["d_latents"]
+    assert all(0 < v <= 1 for v in meta["explained_variance"].values()), meta["explained_variance"]
+    table = latent_table(smoke_cfg, "babypython", "lua")
+    assert ((table["relative_norm"] >= 0) & (table["relative_norm"] <= 1)).all()
+    assert ((table["classes"] == "dead") == ~table["live"]).all()
+    for label in ("child_only", "parent_only"):
+        if (table["classes"] == label).any():
+            assert np.isfinite(table[f"{label}_nu_reconstruction"]).all()
+    crosscoder, config = load_crosscoder(smoke_cfg, "babypython", "lua")
+    models = [load_hooked_lm(smoke_cfg, name) for name in ("babypython", "lua")]
+    x = next(paired_activations(models, sample_blocks(smoke_cfg, tuple(meta["domains"]))[:4], smoke_cfg.sae.hook_name,
+                                config["scales"]))
+    assert x.shape == (4 * smoke_cfg.matching.context_size, 2, 128)
+    assert torch.isfinite(crosscoder(x)).all()
+    with pytest.raises(ValueError, match="both 'lua'"):
+        crosscoder_dir(smoke_cfg, "lua", "lua")
