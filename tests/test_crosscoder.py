@@ -152,3 +152,30 @@ def test_a_registry_pair_crosscoder_on_smoke(smoke_cfg):
     assert torch.isfinite(crosscoder(x)).all()
     with pytest.raises(ValueError, match="both 'lua'"):
         crosscoder_dir(smoke_cfg, "lua", "lua")
+
+
+def test_the_crosscoder_beside_correlation_matching_on_smoke(smoke_cfg):
+    """Every live latent gets exactly one correlation verdict; mapped partners really reach the threshold; the
+    case-study features are looked up in both BabyPython pairs."""
+    from paper_lib.crosscoder import agreement_table, case_study_verdicts, latent_verdicts, pair_table
+
+    # one pair (the one the test above trained; the pairs are not part of a crosscoder's key), to keep the test short
+    smoke_cfg = smoke_cfg.model_copy(update={"crosscoder": smoke_cfg.crosscoder.model_copy(
+        update={"pairs": [["babypython", "lua"]]})})
+    verdicts = latent_verdicts(smoke_cfg, "babypython", "lua")
+    threshold = smoke_cfg.matching.threshold
+    assert (verdicts.loc[verdicts["child_feature"] >= 0, "child_r"] >= threshold).all()
+    assert (verdicts.loc[verdicts["verdict"] == "unmapped", ["parent_feature", "child_feature"]] == -1).all().all()
+    agreement = agreement_table(smoke_cfg)
+    assert len(agreement) == len(smoke_cfg.crosscoder.pairs) * 4
+    live = agreement.groupby(["parent", "child"])["latents"].sum()
+    for (parent, child), n in live.items():
+        assert n == int((latent_verdicts(smoke_cfg, parent, child)["class"] != "dead").sum())
+    shares = agreement["agreement_share"].dropna()
+    assert shares.between(0, 1).all()
+    pairs = pair_table(smoke_cfg)
+    assert pairs[["parent_explained_variance", "child_explained_variance"]].le(1).all().all()
+    cases = case_study_verdicts(smoke_cfg)
+    assert len(cases) == 2 and set(cases["child"]) == {"lua"} and set(cases["concept"]) == {"variable_assignment",
+                                                                                         "python_exception"}
+    assert cases.loc[cases["mapped"], "r"].ge(threshold).all()

@@ -1,0 +1,160 @@
+"""The crosscoder beside correlation matching: do "shared / parent-only / child-only" latents line up with
+"persisting / disappearing / emerging" SAE features?
+
+Each live crosscoder latent is mapped to the parent's and the child's SAE features by Pearson r over the positions of
+the pair's matching sample (the statistic and sample of notebook 05's position mode): its best partner on each side
+counts where r >= ``matching.threshold``. The correlation method's verdict on a latent is then read from its
+partners' classes in the pair's position-mode match: "emerging" for a child partner no parent feature matches,
+"disappearing" for a parent partner no child feature matches (and no child partner), "persisting" for a partner
+matched across, "unmapped" without any partner. A shared latent should be persisting, a child-only one emerging and
+a parent-only one disappearing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ..core.artifacts import cached_step, manifest
+from ..core.config import Config
+from ..core.registry import REGISTRY
+from ..matching.pairs import _vocab_size, correlate_samples, load_activation_sample, match_pair, sample_blocks
+from ..models import load_hooked_lm
+from .diff import CLASSES
+from .store import crosscoder_dir, latent_table, load_crosscoder, paired_activations
+
+EXPECTED = {"shared": "persisting", "child_only": "emerging", "parent_only": "disappearing"}
+VERDICTS = ("persisting", "emerging", "disappearing", "unmapped")
+
+
+def latent_sample_dir(cfg: Config, parent: str, child: str) -> Path:
+    """Cached folder with the crosscoder's latent activations on the pair's matching sample (CSR, ``acts.npz``)."""
+    path = crosscoder_dir(cfg, parent, child)
+
+    def build(out: Path) -> dict:
+        crosscoder, config = load_crosscoder(cfg, parent, child)
+        models = [load_hooked_lm(cfg, name) for name in (parent, child)]
+        sample = sample_blocks(cfg, REGISTRY.pair_domains(parent, child))
+        with torch.no_grad():
+            pieces = [sp.csr_matrix(crosscoder.encode(x).numpy())
+                      for x in paired_activations(models, sample, cfg.sae.hook_name, config["scales"])]
+        acts = sp.vstack(pieces).tocsr().astype(np.float32)
+        sp.save_npz(out / "acts.npz", acts)
+        return {"n_positions": acts.shape[0], "mean_l0": acts.nnz / max(acts.shape[0], 1)}
+
+    inputs = {"crosscoder": path.name, "n_blocks": cfg.matching.n_blocks, "context_size": cfg.matching.context_size}
+    return cached_step(cfg.profile, f"crosscoder-sample-{parent}-{child}", inputs, build,
+                       code=["paper_lib.crosscoder.store", "paper_lib.crosscoder.model"])
+
+
+def best_partners(cfg: Config, parent: str, child: str) -> dict[str, np.ndarray]:
+    """Per latent, its best-correlated feature of the parent's and of the child's SAE and that r (position mode
+    with notebook 05's support guard; -1 and NaN where no r is defined), and per SAE feature its best latent."""
+    latents = sp.load_npz(latent_sample_dir(cfg, parent, child) / "acts.npz").tocsr()
+    domains = REGISTRY.pair_domains(parent, child)
+    out: dict[str, np.ndarray] = {}
+    for side, name in (("parent", parent), ("child", child)):
+        features, tokens = load_activation_sample(cfg, name, domains)
+        if features.shape[0] != latents.shape[0]:
+            raise ValueError(f"the crosscoder's sample has {latents.shape[0]} positions, {name}'s {features.shape[0]}")
+        corr, _ = correlate_samples(latents, features, tokens, "position", _vocab_size(cfg, tokens),
+                                    cfg.matching.min_coactive, desc=f"crosscoder latents -> {name} SAE")
+        filled = np.where(np.isfinite(corr), corr, -np.inf)
+        best, best_r = filled.argmax(axis=1), filled.max(axis=1)
+        out[f"{side}_feature"] = np.where(np.isfinite(best_r), best, -1)
+        out[f"{side}_r"] = np.where(np.isfinite(best_r), best_r, np.nan)
+        best_latent, best_latent_r = filled.argmax(axis=0), filled.max(axis=0)
+        out[f"{side}_best_latent"] = np.where(np.isfinite(best_latent_r), best_latent, -1)
+        out[f"{side}_best_latent_r"] = np.where(np.isfinite(best_latent_r), best_latent_r, np.nan)
+    return out
+
+
+def latent_verdicts(cfg: Config, parent: str, child: str) -> pd.DataFrame:
+    """One row per crosscoder latent: its class, relative norm, best partner and r on each side, and the
+    correlation method's verdict (see the module docstring)."""
+    table, partners = latent_table(cfg, parent, child), best_partners(cfg, parent, child)
+    match = match_pair(cfg, parent, child, "position")
+    threshold = cfg.matching.threshold
+    persisting_child, persisting_parent = set(match.persisting.tolist()), set(match.persisting_parent.tolist())
+    rows = []
+    for latent, cls in enumerate(table["classes"]):
+        p, c = int(partners["parent_feature"][latent]), int(partners["child_feature"][latent])
+        p_ok = p >= 0 and partners["parent_r"][latent] >= threshold
+        c_ok = c >= 0 and partners["child_r"][latent] >= threshold
+        if c_ok:
+            verdict = "persisting" if c in persisting_child else "emerging"
+        elif p_ok:
+            verdict = "persisting" if p in persisting_parent else "disappearing"
+        else:
+            verdict = "unmapped"
+        rows.append({"latent": latent, "class": str(cls), "relative_norm": float(table["relative_norm"][latent]),
+                     "parent_feature": p if p_ok else -1, "parent_r": float(partners["parent_r"][latent]),
+                     "child_feature": c if c_ok else -1, "child_r": float(partners["child_r"][latent]),
+                     "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def agreement_table(cfg: Config) -> pd.DataFrame:
+    """Per pair of ``crosscoder.pairs``, crosscoder class by correlation verdict: counts of live latents, and the
+    share of each class's mapped latents whose verdict is the one the class predicts (``EXPECTED``)."""
+    rows = []
+    for parent, child in cfg.crosscoder.pairs:
+        verdicts = latent_verdicts(cfg, parent, child)
+        for cls in CLASSES[:-1]:  # live latents only
+            group = verdicts[verdicts["class"] == cls]
+            counts = {v: int((group["verdict"] == v).sum()) for v in VERDICTS}
+            mapped = len(group) - counts["unmapped"]
+            agree = counts.get(EXPECTED.get(cls, ""), 0)
+            rows.append({"parent": parent, "child": child, "class": cls, "latents": len(group), **counts,
+                         "expected_verdict": EXPECTED.get(cls), "agreement_share": agree / mapped
+                         if cls in EXPECTED and mapped else None})
+    return pd.DataFrame(rows)
+
+
+def pair_table(cfg: Config) -> pd.DataFrame:
+    """Per pair: latent counts per class, mean L0, each model's explained variance by the crosscoder on the pair's
+    matching sample, and by that model's own SAE on its SAE's validation blocks (diagnostics; another sample)."""
+    from ..saes.evaluate import sae_diagnostics
+
+    rows = []
+    for parent, child in cfg.crosscoder.pairs:
+        meta = manifest(crosscoder_dir(cfg, parent, child))["meta"]
+        table = latent_table(cfg, parent, child)
+        row: dict[str, Any] = {"parent": parent, "child": child, "d_latents": meta["d_latents"], "k": meta["k"],
+                               "train_tokens": meta["train_tokens"], "mean_l0": meta["mean_l0"], **meta["classes"]}
+        for side, name in (("parent", parent), ("child", child)):
+            row[f"{side}_explained_variance"] = meta["explained_variance"][name]
+            row[f"{side}_sae_explained_variance"] = sae_diagnostics(cfg, name).get("explained_variance")
+        for label in ("child_only", "parent_only"):
+            nu = table.get(f"{label}_nu_reconstruction")
+            row[f"{label}_median_nu"] = float(np.median(nu)) if nu is not None and len(nu) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def case_study_verdicts(cfg: Config) -> pd.DataFrame:
+    """The case-study features of BabyPython's SAE (``case_studies.find_feature``) in every crosscoder pair with
+    BabyPython as the parent: the latent that correlates best with the feature, its r and class."""
+    from ..case_studies import CONCEPTS, find_feature
+
+    rows = []
+    for concept in CONCEPTS:
+        feature = find_feature(cfg, concept).feature
+        for parent, child in cfg.crosscoder.pairs:
+            if parent != "babypython":
+                continue
+            partners = best_partners(cfg, parent, child)
+            latent = int(partners["parent_best_latent"][feature])
+            r = float(partners["parent_best_latent_r"][feature])
+            table = latent_table(cfg, parent, child)
+            mapped = latent >= 0 and r >= cfg.matching.threshold
+            rows.append({"concept": concept, "parent": parent, "child": child, "feature": int(feature),
+                         "latent": latent, "r": r, "mapped": bool(mapped),
+                         "class": str(table["classes"][latent]) if mapped else "unmapped",
+                         "relative_norm": float(table["relative_norm"][latent]) if latent >= 0 else None})
+    return pd.DataFrame(rows)

@@ -1,0 +1,68 @@
+"""Notebook 11's findings as sentences, rendered from the JSON it saved (``11_crosscoder``): the crosscoder's classes
+per pair beside correlation matching's verdicts, latent scaling of the exclusive latents, and the case-study
+features' classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.registry import REGISTRY
+from ..case_studies.labels import CONCEPT_LABELS
+from .claims import grouped_markdown, listing, percent, r_value, sentence
+
+EXPECTED = {"shared": "persisting", "child_only": "emerging", "parent_only": "disappearing"}
+CLASS_WORDS = {"shared": "shared", "child_only": "child-only", "parent_only": "parent-only", "between": "between",
+               "unmapped": "no latent at the threshold"}
+
+
+def _pair(row: dict) -> str:
+    return f"{REGISTRY.label(row['parent'])} → {REGISTRY.label(row['child'])}"
+
+
+def class_sentences(data: dict[str, Any]) -> list[str]:
+    out = []
+    for row in data["pairs"]:
+        live = sum(row[c] for c in ("shared", "parent_only", "child_only", "between"))
+        parts = [f"{row[c]} {CLASS_WORDS[c]}" for c in ("shared", "parent_only", "child_only")]
+        out.append(sentence(f"{_pair(row)}: of {live} live latents, {listing(parts)} ({row['dead']} dead on the pair's "
+                            f"sample); the "
+                            f"crosscoder explains {percent(row['parent_explained_variance'])} of the parent's and "
+                            f"{percent(row['child_explained_variance'])} of the child's variance at mean L0 "
+                            f"{row['mean_l0']:.1f}"))
+        for label in ("child_only", "parent_only"):
+            nu = row.get(f"{label}_median_nu")
+            if nu is not None:
+                out.append(sentence(f"its {CLASS_WORDS[label]} latents have median latent-scaling ratio {nu:.2f} "
+                                    "(near 0: the other model lacks the direction; near 1: it has it too)"))
+    return out
+
+
+def agreement_sentences(data: dict[str, Any]) -> list[str]:
+    out = []
+    for row in data["agreement"]:
+        if row["class"] not in EXPECTED or row["agreement_share"] is None:
+            continue
+        mapped = row["latents"] - row["unmapped"]
+        out.append(sentence(f"{_pair(row)}: of {mapped} {CLASS_WORDS[row['class']]} latents mapped to an SAE feature, "
+                            f"{percent(row['agreement_share'])} are {EXPECTED[row['class']]} by correlation matching"))
+    return out
+
+
+def case_sentences(data: dict[str, Any]) -> list[str]:
+    out = []
+    for row in data["case_studies"]:
+        concept = CONCEPT_LABELS.get(row["concept"], row["concept"])
+        if row["mapped"]:
+            verdict = (f"latent #{row['latent']} (r = {r_value(row['r'])}), which the crosscoder calls "
+                       f"{CLASS_WORDS[row['class']]} (relative norm {row['relative_norm']:.2f})")
+        else:
+            verdict = f"no latent at r ≥ {data['threshold']} (best r = {r_value(row['r'])})"
+        out.append(sentence(f"BabyPython's {concept} feature #{row['feature']} in the {_pair(row)} crosscoder: {verdict}"))
+    return out
+
+
+def crosscoder_markdown(data: dict[str, Any]) -> str:
+    """Every finding of notebook 11, grouped, as Markdown."""
+    return grouped_markdown([("Shared and exclusive latents", class_sentences(data)),
+                             ("Agreement with correlation matching", agreement_sentences(data)),
+                             ("The case-study features", case_sentences(data))])
