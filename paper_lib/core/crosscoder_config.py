@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from .schema import NonNegativeFloat, Positive, PositiveFloat, Section, model_pairs
+from .schema import NonNegativeFloat, Positive, PositiveFloat, Section, invalid, model_pairs
 
 
 class CrosscoderConfig(Section):
@@ -16,6 +16,9 @@ class CrosscoderConfig(Section):
     # The pairs of the method comparison: both fine-tunes against their base, and the merge against one parent.
     pairs: list[list[str]] = Field(
         default_factory=lambda: [["babypython", "lua"], ["babypython", "tinystories"], ["lua", "luastories"]])
+    # The control: this model against itself (the same activations twice), whose latents should all be shared; its
+    # exclusive share is how often the class bands call a latent exclusive with nothing to tell the models apart.
+    control: str | None = "babypython"
     # Latents per activation width; None: the per-model SAEs' (sae.expansion_factor), so the two methods compare
     # dictionaries of one size.
     expansion_factor: Positive | None = None
@@ -33,3 +36,12 @@ class CrosscoderConfig(Section):
     @classmethod
     def _pairs_are_models(cls, pairs: list[list[str]]) -> list[list[str]]:
         return model_pairs(pairs)
+
+    @field_validator("control")
+    @classmethod
+    def _control_is_a_model(cls, control: str | None) -> str | None:
+        from .registry import REGISTRY
+
+        if control is not None and control not in REGISTRY:
+            raise invalid(f"'{control}' is not a model of {', '.join(REGISTRY.names)} (or null: no control)")
+        return control

@@ -117,18 +117,20 @@ def agreement_table(cfg: Config) -> pd.DataFrame:
 
 
 def pair_table(cfg: Config) -> pd.DataFrame:
-    """Per pair: latent counts per class, mean L0, each model's explained variance by the crosscoder on the pair's
-    matching sample, and by that model's own SAE on its SAE's validation blocks (diagnostics; another sample)."""
+    """Per pair, and the control (``crosscoder.control`` against itself, ``control`` True): latent counts per class,
+    mean L0, each model's explained variance by the crosscoder on the pair's matching sample, and by that model's
+    own SAE on its SAE's validation blocks (diagnostics; another sample)."""
     from ..saes.evaluate import sae_diagnostics
 
     rows = []
-    for parent, child in cfg.crosscoder.pairs:
+    control = [[cfg.crosscoder.control] * 2] if cfg.crosscoder.control else []
+    for parent, child in [*cfg.crosscoder.pairs, *control]:
         meta = manifest(crosscoder_dir(cfg, parent, child))["meta"]
         table = latent_table(cfg, parent, child)
-        row: dict[str, Any] = {"parent": parent, "child": child, "d_latents": meta["d_latents"], "k": meta["k"],
+        row: dict[str, Any] = {"parent": parent, "child": child, "control": parent == child, "d_latents": meta["d_latents"], "k": meta["k"],
                                "train_tokens": meta["train_tokens"], "mean_l0": meta["mean_l0"], **meta["classes"]}
         for side, name in (("parent", parent), ("child", child)):
-            row[f"{side}_explained_variance"] = meta["explained_variance"][name]
+            row[f"{side}_explained_variance"] = meta["explained_variance"][side]
             row[f"{side}_sae_explained_variance"] = sae_diagnostics(cfg, name).get("explained_variance")
         for label in ("child_only", "parent_only"):
             nu = table.get(f"{label}_nu_reconstruction")

@@ -36,9 +36,6 @@ SCALE_BLOCKS = 64  # training blocks the activation scales are measured on
 def _pair(parent: str, child: str) -> tuple[str, str]:
     for name in (parent, child):
         REGISTRY.spec(name)
-    if parent == child:
-        raise ValueError(f"parent and child are both '{parent}'; a crosscoder of one model against itself is a test "
-                         "(tests/test_crosscoder.py), not a pair")
     return parent, child
 
 
@@ -88,13 +85,15 @@ def _inputs(cfg: Config, parent: str, child: str) -> dict[str, Any]:
 def crosscoder_dir(cfg: Config, parent: str, child: str) -> Path:
     """The finished folder of the pair's crosscoder, trained on first use: weights, the relative decoder norms,
     which latents fired on the pair's matching sample, their classes, latent scaling of the exclusive ones, and
-    each model's explained variance there (``meta``)."""
+    each model's explained variance there (``meta``). ``parent == child`` is the control: one model's activations
+    twice (``crosscoder.control``)."""
     parent, child = _pair(parent, child)
     cc = cfg.crosscoder
 
     def build(out: Path) -> dict:
         domains = REGISTRY.pair_domains(parent, child)
-        models = [load_hooked_lm(cfg, name) for name in (parent, child)]
+        models = [load_hooked_lm(cfg, parent)]
+        models.append(models[0] if child == parent else load_hooked_lm(cfg, child))
         hook = cfg.sae.hook_name
         d_in = hook_width(hook, models[0].cfg)
         blocks = mixture_blocks(cfg, domains, "train", cc.training_tokens, cfg.sae.context_size)
@@ -123,7 +122,7 @@ def crosscoder_dir(cfg: Config, parent: str, child: str) -> Path:
         return {"parent": parent, "child": child, "domains": list(domains), "d_in": d_in,
                 "d_latents": crosscoder.d_latents, "k": crosscoder.k, "steps": n_steps,
                 "train_tokens": n_steps * cc.batch_tokens, "threshold": trained["threshold"], "scales": scales,
-                "explained_variance": dict(zip((parent, child), found["explained_variance"])),
+                "explained_variance": dict(zip(("parent", "child"), found["explained_variance"])),
                 "mean_l0": found["mean_l0"], "eval_tokens": found["n_tokens"], "classes": class_counts(classes)}
 
     code = [*DATA_CODE, *ENCODE_CODE, "paper_lib.crosscoder.model", "paper_lib.crosscoder.train",

@@ -24,7 +24,9 @@ def class_sentences(data: dict[str, Any]) -> list[str]:
     for row in data["pairs"]:
         live = sum(row[c] for c in ("shared", "parent_only", "child_only", "between"))
         parts = [f"{row[c]} {CLASS_WORDS[c]}" for c in ("shared", "parent_only", "child_only")]
-        out.append(sentence(f"{_pair(row)}: of {live} live latents, {listing(parts)} ({row['dead']} dead on the pair's "
+        who = (f"control, {REGISTRY.label(row['parent'])} against itself (every latent should be shared)"
+               if row.get("control") else _pair(row))
+        out.append(sentence(f"{who}: of {live} live latents, {listing(parts)} ({row['dead']} dead on the pair's "
                             f"sample); the "
                             f"crosscoder explains {percent(row['parent_explained_variance'])} of the parent's and "
                             f"{percent(row['child_explained_variance'])} of the child's variance at mean L0 "
