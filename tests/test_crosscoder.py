@@ -160,11 +160,12 @@ def test_one_registry_model_against_itself_calls_its_live_latents_shared(smoke_c
     from paper_lib.core.artifacts import manifest
     from paper_lib.crosscoder import crosscoder_dir, latent_table
 
-    meta = manifest(crosscoder_dir(smoke_cfg, "lua", "lua"))["meta"]
-    table = latent_table(smoke_cfg, "lua", "lua")
+    control = smoke_cfg.crosscoder.control  # the one notebook 11 trains: built once per test session
+    meta = manifest(crosscoder_dir(smoke_cfg, control, control))["meta"]
+    table = latent_table(smoke_cfg, control, control)
     live = table["live"]
     shared = float((table["classes"][live] == "shared").mean())
-    print(f"lua against itself: {shared:.3f} of {int(live.sum())} live latents shared")
+    print(f"{control} against itself: {shared:.3f} of {int(live.sum())} live latents shared")
     assert shared >= 0.95
     assert meta["scales"][0] == meta["scales"][1]  # the same activations on both sides
 
