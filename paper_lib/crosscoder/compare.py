@@ -18,60 +18,52 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from ..core.artifacts import cached_step, manifest
 from ..core.config import Config
 from ..core.registry import REGISTRY
-from ..matching.pairs import _vocab_size, correlate_samples, load_activation_sample, match_pair, sample_blocks
-from ..models import load_hooked_lm
+from ..matching.pairs import _vocab_size, activation_sample_dir, correlate_samples, load_activation_sample, match_pair
 from .diff import CLASSES
-from .store import crosscoder_dir, latent_table, load_crosscoder, paired_activations
+from .store import SAMPLE_CODES, crosscoder_dir, latent_table
 
 EXPECTED = {"shared": "persisting", "child_only": "emerging", "parent_only": "disappearing"}
 VERDICTS = ("persisting", "emerging", "disappearing", "unmapped")
 
 
-def latent_sample_dir(cfg: Config, parent: str, child: str) -> Path:
-    """Cached folder with the crosscoder's latent activations on the pair's matching sample (CSR, ``acts.npz``)."""
-    path = crosscoder_dir(cfg, parent, child)
-
-    def build(out: Path) -> dict:
-        crosscoder, config = load_crosscoder(cfg, parent, child)
-        models = [load_hooked_lm(cfg, name) for name in (parent, child)]
-        sample = sample_blocks(cfg, REGISTRY.pair_domains(parent, child))
-        with torch.no_grad():
-            pieces = [sp.csr_matrix(crosscoder.encode(x).numpy())
-                      for x in paired_activations(models, sample, cfg.sae.hook_name, config["scales"])]
-        acts = sp.vstack(pieces).tocsr().astype(np.float32)
-        sp.save_npz(out / "acts.npz", acts)
-        return {"n_positions": acts.shape[0], "mean_l0": acts.nnz / max(acts.shape[0], 1)}
-
-    inputs = {"crosscoder": path.name, "n_blocks": cfg.matching.n_blocks, "context_size": cfg.matching.context_size}
-    return cached_step(cfg.profile, f"crosscoder-sample-{parent}-{child}", inputs, build,
-                       code=["paper_lib.crosscoder.store", "paper_lib.crosscoder.model"])
-
-
 def best_partners(cfg: Config, parent: str, child: str) -> dict[str, np.ndarray]:
     """Per latent, its best-correlated feature of the parent's and of the child's SAE and that r (position mode
-    with notebook 05's support guard; -1 and NaN where no r is defined), and per SAE feature its best latent."""
-    latents = sp.load_npz(latent_sample_dir(cfg, parent, child) / "acts.npz").tocsr()
+    with notebook 05's support guard; -1 and NaN where no r is defined), and per SAE feature its best latent
+    (cached: two all-pairs correlations per pair)."""
+    path = crosscoder_dir(cfg, parent, child)
     domains = REGISTRY.pair_domains(parent, child)
-    out: dict[str, np.ndarray] = {}
-    for side, name in (("parent", parent), ("child", child)):
-        features, tokens = load_activation_sample(cfg, name, domains)
-        if features.shape[0] != latents.shape[0]:
-            raise ValueError(f"the crosscoder's sample has {latents.shape[0]} positions, {name}'s {features.shape[0]}")
-        corr, _ = correlate_samples(latents, features, tokens, "position", _vocab_size(cfg, tokens),
-                                    cfg.matching.min_coactive, desc=f"crosscoder latents -> {name} SAE")
-        filled = np.where(np.isfinite(corr), corr, -np.inf)
-        best, best_r = filled.argmax(axis=1), filled.max(axis=1)
-        out[f"{side}_feature"] = np.where(np.isfinite(best_r), best, -1)
-        out[f"{side}_r"] = np.where(np.isfinite(best_r), best_r, np.nan)
-        best_latent, best_latent_r = filled.argmax(axis=0), filled.max(axis=0)
-        out[f"{side}_best_latent"] = np.where(np.isfinite(best_latent_r), best_latent, -1)
-        out[f"{side}_best_latent_r"] = np.where(np.isfinite(best_latent_r), best_latent_r, np.nan)
-    return out
+    samples = {side: activation_sample_dir(cfg, name, domains) for side, name in (("parent", parent), ("child", child))}
+
+    def build(out: Path) -> dict:
+        latents = sp.load_npz(path / SAMPLE_CODES).tocsr()
+        found: dict[str, np.ndarray] = {}
+        for side, name in (("parent", parent), ("child", child)):
+            features, tokens = load_activation_sample(cfg, name, domains)
+            if features.shape[0] != latents.shape[0]:
+                raise ValueError(f"the crosscoder's sample has {latents.shape[0]} positions, {name}'s "
+                                 f"{features.shape[0]}")
+            corr, _ = correlate_samples(latents, features, tokens, "position", _vocab_size(cfg, tokens),
+                                        cfg.matching.min_coactive, desc=f"crosscoder latents -> {name} SAE")
+            filled = np.where(np.isfinite(corr), corr, -np.inf)
+            best, best_r = filled.argmax(axis=1), filled.max(axis=1)
+            found[f"{side}_feature"] = np.where(np.isfinite(best_r), best, -1)
+            found[f"{side}_r"] = np.where(np.isfinite(best_r), best_r, np.nan)
+            best_latent, best_latent_r = filled.argmax(axis=0), filled.max(axis=0)
+            found[f"{side}_best_latent"] = np.where(np.isfinite(best_latent_r), best_latent, -1)
+            found[f"{side}_best_latent_r"] = np.where(np.isfinite(best_latent_r), best_latent_r, np.nan)
+        np.savez(out / "partners.npz", **found)
+        return {"n_positions": int(latents.shape[0])}
+
+    inputs = {"crosscoder": path.name, **{side: folder.name for side, folder in samples.items()},
+              "min_support": cfg.matching.min_coactive}
+    code = ["paper_lib.matching.correlate", "paper_lib.matching.kernels", "paper_lib.matching.pairs"]
+    done = cached_step(cfg.profile, f"crosscoder-partners-{parent}-{child}", inputs, build, code=code)
+    with np.load(done / "partners.npz") as found:
+        return {key: found[key] for key in found.files}
 
 
 def latent_verdicts(cfg: Config, parent: str, child: str) -> pd.DataFrame:
@@ -144,16 +136,14 @@ def case_study_verdicts(cfg: Config) -> pd.DataFrame:
     BabyPython as the parent: the latent that correlates best with the feature, its r and class."""
     from ..case_studies import CONCEPTS, find_feature
 
+    pairs = [(parent, child) for parent, child in cfg.crosscoder.pairs if parent == "babypython"]
+    found = {pair: (best_partners(cfg, *pair), latent_table(cfg, *pair)) for pair in pairs}
     rows = []
     for concept in CONCEPTS:
         feature = find_feature(cfg, concept).feature
-        for parent, child in cfg.crosscoder.pairs:
-            if parent != "babypython":
-                continue
-            partners = best_partners(cfg, parent, child)
+        for (parent, child), (partners, table) in found.items():
             latent = int(partners["parent_best_latent"][feature])
             r = float(partners["parent_best_latent_r"][feature])
-            table = latent_table(cfg, parent, child)
             mapped = latent >= 0 and r >= cfg.matching.threshold
             rows.append({"concept": concept, "parent": parent, "child": child, "feature": int(feature),
                          "latent": latent, "r": r, "mapped": bool(mapped),

@@ -33,11 +33,10 @@ def latent_classes(relative: np.ndarray, live: np.ndarray) -> np.ndarray:
     """``[F]`` class names: a band of ``CLASS_BANDS`` for live latents, "between" outside the bands, "dead" where a
     latent never fired on the evaluation tokens."""
     classes = np.full(len(relative), "between", dtype=object)
-    for name, (low, high) in CLASS_BANDS.items():
-        inside = (relative >= low) & (relative <= high) if name != "parent_only" else relative < high
-        if name == "child_only":
-            inside = relative > low
-        classes[inside] = name
+    low, high = CLASS_BANDS["shared"]
+    classes[(relative >= low) & (relative <= high)] = "shared"
+    classes[relative < CLASS_BANDS["parent_only"][1]] = "parent_only"
+    classes[relative > CLASS_BANDS["child_only"][0]] = "child_only"
     classes[~np.asarray(live, bool)] = "dead"
     return classes
 
@@ -52,7 +51,7 @@ def evaluate(crosscoder: BatchTopKCrosscoder, batches: Iterable[torch.Tensor]) -
     """On held-out ``[B, M, D]`` batches, with the inference threshold: each model's fraction of variance
     explained (1 - residual / total sum of squares about the mean), the mean L0, and which latents ever fired."""
     crosscoder.eval()
-    residual = total = None
+    residual = None
     n, sum_x, sum_xx, l0 = 0, 0.0, 0.0, 0.0
     fired = torch.zeros(crosscoder.d_latents, dtype=torch.bool)
     for x_BMD in batches:

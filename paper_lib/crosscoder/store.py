@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -30,6 +31,7 @@ from .model import BatchTopKCrosscoder
 from .train import train_crosscoder
 
 WEIGHTS, CONFIG, HISTORY = "crosscoder.safetensors", "crosscoder.json", "history.json"
+SAMPLE_CODES = "sample_latents.npz"  # the latents on the pair's matching sample (CSR), for correlation matching
 SCALE_BLOCKS = 64  # training blocks the activation scales are measured on
 
 
@@ -85,7 +87,8 @@ def _inputs(cfg: Config, parent: str, child: str) -> dict[str, Any]:
 def crosscoder_dir(cfg: Config, parent: str, child: str) -> Path:
     """The finished folder of the pair's crosscoder, trained on first use: weights, the relative decoder norms,
     which latents fired on the pair's matching sample, their classes, latent scaling of the exclusive ones, and
-    each model's explained variance there (``meta``). ``parent == child`` is the control: one model's activations
+    each model's explained variance there (``meta``), and the latents' codes on that sample (``SAMPLE_CODES``).
+    ``parent == child`` is the control: one model's activations
     twice (``crosscoder.control``)."""
     parent, child = _pair(parent, child)
     cc = cfg.crosscoder
@@ -100,20 +103,24 @@ def crosscoder_dir(cfg: Config, parent: str, child: str) -> Path:
         scales = [float(hook_activations(m, blocks[:SCALE_BLOCKS], hook).pow(2).sum(-1).mean().div(d_in).sqrt())
                   for m in models]
         n_steps = max(2, len(blocks) * cfg.sae.context_size // cc.batch_tokens)
-        crosscoder = BatchTopKCrosscoder(d_in, n_latents(cfg, d_in), min(cc.k, n_latents(cfg, d_in)), seed=cfg.seed)
+        d_latents = n_latents(cfg, d_in)
+        crosscoder = BatchTopKCrosscoder(d_in, d_latents, min(cc.k, d_latents), seed=cfg.seed)
         batches = shuffled_batches(models, blocks, hook, scales, cc.batch_tokens, cc.buffer_blocks, cfg.seed)
         trained = train_crosscoder(crosscoder, batches, n_steps, cc.lr, cc.aux_alpha,
                                    dead_after_tokens=cc.dead_after_tokens, desc=f"crosscoder {parent} + {child}")
-        sample = sample_blocks(cfg, domains)
-        found = evaluate(crosscoder, paired_activations(models, sample, hook, scales))
+        # the sample's activations, once for the evaluation, latent scaling and the latents' codes
+        sample = list(paired_activations(models, sample_blocks(cfg, domains), hook, scales))
+        found = evaluate(crosscoder, sample)
         relative = relative_norms(crosscoder)
         classes = latent_classes(relative, found["live"])
         scaling = {}
         for label, present in (("child_only", 1), ("parent_only", 0)):
             latents = np.flatnonzero(classes == label)
             if len(latents):
-                nu = latent_scaling(crosscoder, paired_activations(models, sample, hook, scales), latents, present)
-                scaling[label] = {"latents": latents, **nu}
+                scaling[label] = {"latents": latents, **latent_scaling(crosscoder, sample, latents, present)}
+        with torch.no_grad():
+            codes = sp.vstack([sp.csr_matrix(crosscoder.encode(x).numpy()) for x in sample]).tocsr()
+        sp.save_npz(out / SAMPLE_CODES, codes.astype(np.float32))
         save_file({k: v.contiguous() for k, v in crosscoder.state_dict().items()}, out / WEIGHTS)
         write_json_atomic(out / CONFIG, {**crosscoder.config(), "scales": scales, "parent": parent, "child": child})
         write_json_atomic(out / HISTORY, trained["curve"])

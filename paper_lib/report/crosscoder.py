@@ -10,7 +10,6 @@ from ..core.registry import REGISTRY
 from ..case_studies.labels import CONCEPT_LABELS
 from .claims import grouped_markdown, listing, percent, r_value, sentence
 
-EXPECTED = {"shared": "persisting", "child_only": "emerging", "parent_only": "disappearing"}
 CLASS_WORDS = {"shared": "shared", "child_only": "child-only", "parent_only": "parent-only", "between": "between",
                "unmapped": "no latent at the threshold"}
 
@@ -42,11 +41,11 @@ def class_sentences(data: dict[str, Any]) -> list[str]:
 def agreement_sentences(data: dict[str, Any]) -> list[str]:
     out = []
     for row in data["agreement"]:
-        if row["class"] not in EXPECTED or row["agreement_share"] is None:
+        if row["agreement_share"] is None:  # a class without a predicted verdict, or none of it mapped
             continue
         mapped = row["latents"] - row["unmapped"]
         out.append(sentence(f"{_pair(row)}: of {mapped} {CLASS_WORDS[row['class']]} latents mapped to an SAE feature, "
-                            f"{percent(row['agreement_share'])} are {EXPECTED[row['class']]} by correlation matching"))
+                            f"{percent(row['agreement_share'])} are {row['expected_verdict']} by correlation matching"))
     return out
 
 
