@@ -29,16 +29,33 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_environment(tmp_path_factory):
-    """Point the run folder at a session tmp dir and the corpora at $PAPER_DATA_DIR (or ../shared/data)."""
-    runs = tmp_path_factory.mktemp("runs")
+    """Point the run folder at a session tmp dir and the corpora at $PAPER_DATA_DIR (or ../shared/data).
+
+    Under pytest-xdist (``make test`` runs two workers) every worker shares one run folder, one level above
+    its own temp dir, so a smoke step is built once and the other worker waits on its lock (``cached_step``)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        shared = tmp_path_factory.getbasetemp().parent
+        runs, figures = shared / "runs", shared / "figures"
+        runs.mkdir(exist_ok=True)
+        figures.mkdir(exist_ok=True)
+    else:
+        runs, figures = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("figures")
     os.environ["PAPER_RUNS_DIR"] = str(runs)
-    os.environ.setdefault("PAPER_FIGURES_DIR", str(tmp_path_factory.mktemp("figures")))
+    os.environ.setdefault("PAPER_FIGURES_DIR", str(figures))
     if "PAPER_DATA_DIR" not in os.environ:
         default = PROJECT_ROOT.parent / "shared" / "data"
         if default.is_dir():
             os.environ["PAPER_DATA_DIR"] = str(default)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if worker:
+        # One thread per worker, and per notebook kernel it starts (they inherit the variables): OpenMP threads
+        # spin while they wait, so two workers each running two threads on two cores ran a step up to 17x slower.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield runs
 
 

@@ -195,3 +195,39 @@ def test_the_crosscoder_beside_correlation_matching_on_smoke(smoke_cfg):
     assert len(cases) == 2 and set(cases["child"]) == {"lua"} and set(cases["concept"]) == {"variable_assignment",
                                                                                          "python_exception"}
     assert cases.loc[cases["mapped"], "r"].ge(threshold).all()
+
+
+def test_disagreements_are_mapped_latents_whose_verdict_is_not_their_class_prediction():
+    import pandas as pd
+
+    from paper_lib.crosscoder import disagreements
+
+    verdicts = pd.DataFrame({"latent": range(6),
+                             "class": ["shared", "shared", "child_only", "parent_only", "between", "shared"],
+                             "verdict": ["persisting", "emerging", "persisting", "disappearing", "emerging", "unmapped"]})
+    assert disagreements(verdicts)["latent"].tolist() == [1, 2]  # "between" predicts nothing; unmapped is no verdict
+
+
+def test_disagreement_examples_show_each_latent_where_it_fires_most(smoke_cfg):
+    """Each example disagrees, sits on the block holding the latent's largest activation on the pair's sample, and
+    carries the latent's and both best partners' activations on that block's tokens, read from the stored samples."""
+    import scipy.sparse as sp
+
+    from paper_lib.crosscoder import EXPECTED, crosscoder_dir, disagreement_examples, disagreements, latent_verdicts
+    from paper_lib.crosscoder.store import SAMPLE_CODES
+    from paper_lib.plots.crosscoder import disagreement_figure
+
+    examples = disagreement_examples(smoke_cfg, "babypython", "lua", per_kind=2)
+    found = disagreements(latent_verdicts(smoke_cfg, "babypython", "lua"))
+    kinds = found.groupby(["class", "verdict"]).size()
+    assert len(examples) == int(kinds.clip(upper=2).sum())
+    codes = sp.load_npz(crosscoder_dir(smoke_cfg, "babypython", "lua") / SAMPLE_CODES).tocsc()
+    width = smoke_cfg.matching.context_size
+    for example in examples:
+        assert EXPECTED[example["class"]] != example["verdict"] != "unmapped"
+        column = codes[:, example["latent"]].toarray().ravel()
+        assert max(example["acts"]["latent"]) == pytest.approx(column.max())
+        assert example["block"] == int(column.argmax()) // width
+        assert len(example["tokens"]) == width and all(len(a) == width for a in example["acts"].values())
+    figure = disagreement_figure(examples, {}, "babypython", "lua")
+    assert len(figure.axes) == max(3 * len(examples), 1)

@@ -53,11 +53,11 @@ def test_finetuned_models_improve_on_their_domain(smoke_cfg):
     assert acc.loc["TinyStories", "tinystories"] > acc.loc["BabyPython", "tinystories"]
 
 
-def test_corrupt_checkpoint_gives_a_clear_error(smoke_cfg):
-    path = models.model_dir(smoke_cfg, "babypython")
-    copy = path.parent / "corrupt-copy"
-    artifacts.remove_tree(copy)
+def test_corrupt_checkpoint_gives_a_clear_error(smoke_cfg, tmp_path):
     import shutil
+
+    path = models.model_dir(smoke_cfg, "babypython")
+    copy = tmp_path / "corrupt-copy"  # outside the shared run folder, which other tests read
 
     shutil.copytree(path, copy)
     (copy / "model" / "model.safetensors").write_bytes(b"not a safetensors file")

@@ -91,6 +91,50 @@ def latent_verdicts(cfg: Config, parent: str, child: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def disagreements(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``latent_verdicts`` where the methods disagree: a shared or exclusive latent, mapped, whose
+    verdict is not the one its class predicts."""
+    expected = verdicts["class"].map(EXPECTED)
+    return verdicts[expected.notna() & (verdicts["verdict"] != "unmapped") & (expected != verdicts["verdict"])]
+
+
+def disagreement_examples(cfg: Config, parent: str, child: str, per_kind: int = 1) -> list[dict[str, Any]]:
+    """Where the methods disagree, on text: for each (class, verdict) of ``disagreements``, the ``per_kind``
+    latents with the strongest partner, each on the matching-sample block where it fires most, with its
+    activations there and those of its best partner feature in each SAE (whether or not that r reaches the
+    threshold). Read from the stored samples, no model is run. Plain data for ``save_results`` and
+    ``plots.crosscoder.disagreement_figure``: one dict per example with its row of ``latent_verdicts``, the
+    best partners (``parent_best``, ``child_best``), ``block``, ``tokens`` and ``acts`` {"latent", "parent", "child"}."""
+    from ..data.vocab import token_strings
+
+    found = disagreements(latent_verdicts(cfg, parent, child))
+    if found.empty:
+        return []
+    found = found.assign(strongest=found[["parent_r", "child_r"]].max(axis=1))
+    found = found.sort_values(["class", "verdict", "strongest", "latent"], ascending=[True, True, False, True])
+    chosen = found.groupby(["class", "verdict"], sort=True).head(per_kind)
+    partners = best_partners(cfg, parent, child)
+    codes = sp.load_npz(crosscoder_dir(cfg, parent, child) / SAMPLE_CODES).tocsc()
+    domains = REGISTRY.pair_domains(parent, child)
+    samples = {side: load_activation_sample(cfg, name, domains) for side, name in (("parent", parent), ("child", child))}
+    tokens, width, vocab = samples["parent"][1], cfg.matching.context_size, token_strings(cfg)
+    examples = []
+    for row in chosen.drop(columns="strongest").to_dict("records"):
+        latent = int(row["latent"])
+        column = codes[:, latent].toarray().ravel()
+        block = int(column.argmax()) // width
+        span = slice(block * width, (block + 1) * width)
+        acts = {"latent": column[span].tolist()}
+        best = {}
+        for side in ("parent", "child"):
+            feature = int(partners[f"{side}_feature"][latent])
+            best[f"{side}_best"] = feature
+            acts[side] = (samples[side][0][span][:, feature].toarray().ravel().tolist() if feature >= 0
+                          else [0.0] * width)
+        examples.append({**row, **best, "block": block, "tokens": [vocab[int(t)] for t in tokens[span]], "acts": acts})
+    return examples
+
+
 def agreement_table(cfg: Config) -> pd.DataFrame:
     """Per pair of ``crosscoder.pairs``, crosscoder class by correlation verdict: counts of live latents, and the
     share of each class's mapped latents whose verdict is the one the class predicts (``EXPECTED``)."""

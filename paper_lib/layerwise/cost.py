@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core.artifacts import manifest, run_dir
+from ..core.artifacts import is_complete, manifest, run_dir
 from ..core.config import Config
 from ..matching import controls
 from ..models import model_dir
@@ -16,7 +16,7 @@ from .family import names
 def downstream_folders(root: Path, seeds: set[str]) -> set[Path]:
     """Finished step folders of ``root`` made from ``seeds`` (folder names) or from anything made from them: the
     seeds and every folder whose manifest's inputs name one of them, followed to a fixed point."""
-    folders = {p.name: p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()}
+    folders = {p.name: p for p in root.iterdir() if p.is_dir() and is_complete(p)}  # a broken copy is no step
     inputs = {name: json.dumps(manifest(path)["inputs"]) for name, path in folders.items()}
     found = {s for s in seeds if s in folders}
     grew = True

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import intervals
-from ..core.artifacts import manifest, read_json, record_benchmark, run_dir
+from ..core.artifacts import is_complete, manifest, read_json, record_benchmark, run_dir
 from ..core.config import Config
 from ..core.registry import NULL_MODEL
 from ..data import MATCHING_DOMAINS
@@ -272,8 +272,7 @@ def notebook_01_reference(cfg: Config) -> tuple[float, float | None]:
     """What a section's cost is read against: the build seconds of notebook 01's steps in the profile's run folder
     (from their manifests) and notebook 01's last recorded wall time (None if never run)."""
     root = run_dir(cfg.profile)
-    base = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()
-            and p.name.rsplit("-", 1)[0] in NOTEBOOK_01_STEPS]
+    base = [p for p in root.iterdir() if p.is_dir() and is_complete(p) and p.name.rsplit("-", 1)[0] in NOTEBOOK_01_STEPS]
     bench = root / "benchmarks.json"
     wall = (read_json(bench).get("notebook_01_training", {}) if bench.exists() else {}).get("wall_seconds")
     return sum(manifest(p)["seconds"] for p in base), wall

@@ -1,4 +1,5 @@
-"""Notebook 11's figure: each pair's relative decoder norms, with Minder et al.'s class bands shaded."""
+"""Notebook 11's figures: each pair's relative decoder norms, with Minder et al.'s class bands shaded, and the latents
+where the crosscoder and correlation matching disagree, drawn by the case studies' token renderer."""
 
 from __future__ import annotations
 
@@ -41,3 +42,40 @@ def norm_histogram(relative: np.ndarray, live: np.ndarray, parent: str, child: s
     counts, _ = np.histogram(np.asarray(relative)[np.asarray(live, bool)], bins=edges)
     return pd.DataFrame({"parent": parent, "child": child, "bin_left": edges[:-1], "bin_right": edges[1:],
                          "count": counts})
+
+
+def disagreement_figure(examples: list[Mapping], labels: Mapping[str, str], parent: str, child: str,
+                        width: int = 60):
+    """``compare.disagreement_examples`` on text: per example three rows of token highlights (``highlight_axes``,
+    the case studies' renderer) on the same block: the crosscoder latent, its best partner in the parent's SAE and
+    in the child's, each shaded by its own maximum (in its title, with the partner's r)."""
+    import matplotlib.pyplot as plt
+
+    from .highlight import _layout, highlight_axes
+
+    if not examples:
+        fig, ax = plt.subplots(figsize=(6, 0.8))
+        ax.text(0.0, 0.5, "no latent where the crosscoder and correlation matching disagree", va="center")
+        ax.set_axis_off()
+        return fig
+    lines = [len({line for line, _, _ in _layout(e["tokens"], width)}) for e in examples]
+    heights = [h * 0.17 + 0.4 for h in lines for _ in range(3)]
+    fig, axes = plt.subplots(len(heights), 1, figsize=(width * 0.09, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    names = {"parent": labels.get(parent, parent), "child": labels.get(child, child)}
+    for i, example in enumerate(examples):
+        cls, verdict = example["class"].replace("_", "-"), example["verdict"]
+        titles = {"latent": f"latent {example['latent']} ({cls}, relative norm {example['relative_norm']:.2f}; "
+                            f"correlation matching: {verdict})"}
+        for side in ("parent", "child"):
+            feature = example[f"{side}_best"]
+            titles[side] = (f"{names[side]} SAE #{feature} (r = {example[f'{side}_r']:.2f})" if feature >= 0
+                            else f"{names[side]} SAE: no correlated feature")
+        for j, key in enumerate(("latent", "parent", "child")):
+            ax = axes[3 * i + j][0]
+            acts = np.asarray(example["acts"][key], dtype=np.float64)
+            highlight_axes(ax, example["tokens"], acts, width=width)
+            ax.set_ylim(lines[i], 0)
+            ax.set_title(f"{titles[key]} · max {np.max(acts, initial=0.0):.2f}", fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig

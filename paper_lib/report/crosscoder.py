@@ -49,6 +49,21 @@ def agreement_sentences(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def disagreement_sentences(data: dict[str, Any]) -> list[str]:
+    out = []
+    shown = data.get("disagreements", {"pair": [], "examples": []})
+    for example in shown["examples"]:
+        partners = []
+        for side, name in zip(("parent", "child"), shown["pair"]):
+            feature, label = example[f"{side}_best"], REGISTRY.label(name)
+            partners.append(f"its best {label} feature is #{feature} (r = {r_value(example[f'{side}_r'])})"
+                            if feature >= 0 else f"no {label} feature correlates with it")
+        out.append(sentence(f"latent #{example['latent']}, {CLASS_WORDS[example['class']]} by its relative norm "
+                            f"({example['relative_norm']:.2f}), is {example['verdict']} by correlation matching: "
+                            f"{listing(partners)}"))
+    return out
+
+
 def case_sentences(data: dict[str, Any]) -> list[str]:
     out = []
     for row in data["case_studies"]:
@@ -66,4 +81,5 @@ def crosscoder_markdown(data: dict[str, Any]) -> str:
     """Every finding of notebook 11, grouped, as Markdown."""
     return grouped_markdown([("Shared and exclusive latents", class_sentences(data)),
                              ("Agreement with correlation matching", agreement_sentences(data)),
+                             ("Where they disagree (Figure 11b)", disagreement_sentences(data)),
                              ("The case-study features", case_sentences(data))])
