@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PAPER_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup paper test test-all lab bench clean-notebooks help
+.PHONY: setup paper test test-all lab browse browser-deps bench clean-notebooks help
 
 help:
 	@echo "make setup   build .venv (torch 2.13.0 first, then paper_lib[dev,lab])"
 	@echo "make paper   run every notebook with papermill (PROFILE=cpu by default; smoke, cpu, paper)"
 	@echo "make test    run the test suite on TEST_WORKERS=2 processes (slow tests: make test-all)"
 	@echo "make lab     open the notebooks in JupyterLab"
+	@echo "make browse  serve the run's feature browser on http://127.0.0.1:8000 (built by make paper)"
 	@echo "make bench   run the matching benchmark (16,384^2 pairs, 1M positions); numbers in runs/benchmark/benchmarks.json"
 
 setup: $(STAMP)
@@ -44,6 +45,16 @@ test-all: $(STAMP)
 MODES ?= position
 bench: $(STAMP)
 	$(PY) benchmarks/bench_matching.py --modes $(MODES)
+
+# The feature browser that make paper wrote (built now if it is missing), served on localhost.
+PORT ?= 8000
+browse: $(STAMP)
+	$(PY) -m paper_lib.browser --profile $(PROFILE) --serve --port $(PORT)
+
+# Headless Chromium and its driver for the browser tests (tests/test_browser_ui.py, run by make test-all); Debian.
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps:
+	$(SUDO) apt-get install -y chromium chromium-driver
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as err:
         print(f"[paper] RESULTS.md: {err}", file=sys.stderr)
         return 1
+    if not args.only:  # the browser reads every section's steps: written once the whole paper is up to date
+        from .browser.render import site_dir, summary
+
+        print(f"[paper] feature browser: {summary(site_dir(cfg))}", flush=True)
     elapsed = round(time.time() - total, 1)
     record_benchmark(cfg.profile, "make_paper", {"wall_seconds": elapsed, "notebooks": records})
     print(f"[paper] done in {elapsed} s; executed notebooks in {output_dir}", flush=True)
