@@ -38,7 +38,7 @@ def test_feature_stats_on_constructed_activations():
 def test_contexts_are_escaped_and_shaded_by_activation():
     html = str(context_html(["<script>", " x", "\n"], [0.0, 2.0, 4.0], vmax=4.0))
     assert "<script>" not in html and "&lt;script&gt;" in html
-    assert '<i style="--a:0.50" title="2.000"> x</i>' in html and "\u21b5\n" in html
+    assert '<i style="--a:0.50" title="2.000"> x</i>' in html and "\u21b5<br>" in html
     assert sparkline(np.array([0, 1, 100])) == " \u2582\u2588"  # log scale: 1 of 100 is a seventh of the height
 
 

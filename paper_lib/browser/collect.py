@@ -83,32 +83,35 @@ def feature_stats(acts: sp.spmatrix, tokens: np.ndarray, context: int, k: int = 
     return out
 
 
-def match_links(cfg: Config, pairs: list[tuple[str, str]]) -> dict[str, dict[int, list[dict[str, Any]]]]:
+def match_links(cfg: Config, pairs: list[tuple[str, str]]) -> tuple[dict[str, dict[int, list[dict[str, Any]]]],
+                                                                    list[dict[str, Any]]]:
     """Per model and feature, its best partner in every pair it belongs to (``matching.match_pair``, ``MODE``):
-    ``{"role": "child" | "parent", "other", "feature" (-1: none), "r", "verdict"}``, where a child feature at
-    r >= threshold is "persisting" (else "emerging") and a parent feature "kept" (else "disappearing")."""
+    ``{"role": "child" | "parent", "other", "feature" (-1: none), "r", "verdict"}``, the verdict read from the
+    match's own classes (a child feature "persisting" or "emerging", a parent feature "kept" or "disappearing");
+    and each pair's ``MatchResult.counts()``, notebook 05's numbers."""
     from ..matching.pairs import match_pair
 
     links: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    counts = []
     for parent, child in pairs:
         result = match_pair(cfg, parent, child, MODE)
+        counts.append(result.counts())
         sides = (
-            (child, parent, "child", result.best_parent_for_child, result.best_corr_for_child, result.dead_child,
-             ("persisting", "emerging")),
-            (parent, child, "parent", result.best_child_for_parent, result.best_corr_for_parent, result.dead_parent,
-             ("kept", "disappearing")),
+            (child, parent, "child", result.best_parent_for_child, result.best_corr_for_child,
+             {"persisting": result.persisting, "emerging": result.emerging}),
+            (parent, child, "parent", result.best_child_for_parent, result.best_corr_for_parent,
+             {"kept": result.persisting_parent, "disappearing": result.disappearing}),
         )
-        for name, other, role, best, corr, dead, (yes, no) in sides:
+        for name, other, role, best, corr, classes in sides:
+            verdicts = np.full(len(best), "inactive on the pair's sample", dtype=object)
+            for verdict, features in classes.items():
+                verdicts[features] = verdict
             for feature in range(len(best)):
                 r = float(corr[feature])
-                if bool(dead[feature]):
-                    verdict = "inactive on the pair's sample"
-                else:
-                    verdict = yes if np.isfinite(r) and r >= result.threshold else no
                 links.setdefault(name, {}).setdefault(feature, []).append(
                     {"role": role, "other": other, "feature": int(best[feature]), "r": r if np.isfinite(r) else None,
-                     "verdict": verdict})
-    return links
+                     "verdict": str(verdicts[feature])})
+    return links, counts
 
 
 def ceilings(cfg: Config) -> dict[str, float]:
@@ -134,17 +137,24 @@ def explanations(cfg: Config) -> dict[str, dict[int, dict[str, Any]]]:
     return found
 
 
+def browser_models(cfg: Config) -> list[str]:
+    """The models the site has a page for: those of the matched pairs, in registry order."""
+    from ..matching.pairs import matching_pairs
+
+    pairs = matching_pairs(cfg)
+    return [n for n in REGISTRY.names if any(n in pair for pair in pairs)]
+
+
 def site_data(cfg: Config, k: int = 5) -> dict[str, Any]:
     """Everything the site renders: per model of the matched pairs its features (``feature_stats`` with each
-    feature's ``links`` and ``autointerp``), its ceiling, and the run's settings."""
+    feature's ``links`` and ``autointerp``), its ceiling, each pair's match counts, and the run's settings."""
     from ..data.vocab import token_strings
     from ..matching.pairs import load_activation_sample, matching_pairs
 
     pairs = matching_pairs(cfg)
-    names = [n for n in REGISTRY.names if any(n in pair for pair in pairs)]
-    links, ceiling, explained = match_links(cfg, pairs), ceilings(cfg), explanations(cfg)
+    (links, counts), ceiling, explained = match_links(cfg, pairs), ceilings(cfg), explanations(cfg)
     models = {}
-    for name in names:
+    for name in browser_models(cfg):
         acts, tokens = load_activation_sample(cfg, name, BROWSER_DOMAINS)
         features = feature_stats(acts, tokens, cfg.matching.context_size, k=k)
         for feature in features:
@@ -153,4 +163,4 @@ def site_data(cfg: Config, k: int = 5) -> dict[str, Any]:
         models[name] = {"name": name, "label": REGISTRY.label(name), "d_sae": int(acts.shape[1]),
                         "n_positions": int(acts.shape[0]), "ceiling": ceiling.get(name), "features": features}
     return {"profile": cfg.profile, "threshold": cfg.matching.threshold, "mode": MODE, "domains": BROWSER_DOMAINS,
-            "context": cfg.matching.context_size, "pairs": pairs, "models": models, "vocab": token_strings(cfg)}
+            "context": cfg.matching.context_size, "pairs": pairs, "pair_counts": counts, "models": models, "vocab": token_strings(cfg)}

@@ -13,24 +13,24 @@ from typing import Any
 
 import jinja2
 import numpy as np
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from ..core.artifacts import cached_step, manifest, record_benchmark
 from ..core.config import Config
 from ..core.registry import REGISTRY
-from .collect import BROWSER_DOMAINS, sparkline
+from ..plots.highlight import html_token, shade
+from .collect import BROWSER_DOMAINS, browser_models, sparkline
 
 TEMPLATES = Path(__file__).with_name("templates")
 
 
 def context_html(tokens: list[str], acts: list[float], vmax: float) -> Markup:
-    """A block's tokens, escaped, each with activation > 0 shaded by activation / ``vmax`` (value on hover);
-    newlines show as ↵ and break the line."""
-    parts = []
-    for token, act in zip(tokens, acts):
-        text = str(escape(token)).replace("\t", "\u2192").replace("\r", "").replace("\n", "\u21b5\n")
-        parts.append(f'<i style="--a:{min(act / vmax, 1.0):.2f}" title="{act:.3f}">{text}</i>' if act > 0 else text)
-    return Markup("".join(parts))
+    """A block's tokens as the case studies' HTML highlights write them (``plots.highlight``: escaped, newlines as ↵
+    breaking the line), each with activation > 0 shaded by activation / ``vmax`` (value on hover), in fewer bytes:
+    a site holds thousands of contexts."""
+    alpha = shade(acts, vmax)
+    return Markup("".join(f'<i style="--a:{a:.2f}" title="{act:.3f}">{html_token(t)}</i>' if act > 0 else html_token(t)
+                          for t, act, a in zip(tokens, acts, alpha)))
 
 
 def _prepared(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -58,15 +58,10 @@ def _prepared(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _pair_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for parent, child in data["pairs"]:
-        verdicts = [link["verdict"] for f in data["models"][child]["features"] for link in f["links"]
-                    if link["role"] == "child" and link["other"] == parent]
-        live = sum(v in ("persisting", "emerging") for v in verdicts)
-        rows.append({"parent": REGISTRY.label(parent), "child": REGISTRY.label(child), "live": live,
-                     "share": verdicts.count("persisting") / live if live else 0.0,
-                     "ceiling": data["models"][child]["ceiling"]})
-    return rows
+    """The index's pair table: each match's own persisting share over its live child features (notebook 05's)."""
+    return [{"parent": REGISTRY.label(c["parent"]), "child": REGISTRY.label(c["child"]),
+             "live": c["n_child"] - c["dead_child"], "share": c["persisting_share"] or 0.0,
+             "ceiling": data["models"][c["child"]]["ceiling"]} for c in data["pair_counts"]]
 
 
 def render_site(data: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -98,11 +93,10 @@ def site_dir(cfg: Config, k: int = 5) -> Path:
     """The browser's folder for ``cfg``'s run (a cached step, built on first use from the finished SAEs, matches,
     seed-ceiling SAEs and autointerp scores, building whatever of them is missing), and its cost in the
     benchmark file as ``browser``."""
-    from ..matching.pairs import activation_sample_dir, matching_pairs
+    from ..matching.pairs import activation_sample_dir
     from .collect import site_data
 
-    names = [n for n in REGISTRY.names if any(n in pair for pair in matching_pairs(cfg))]
-    inputs = {"samples": [activation_sample_dir(cfg, n, BROWSER_DOMAINS).name for n in names], "k": k,
+    inputs = {"samples": [activation_sample_dir(cfg, n, BROWSER_DOMAINS).name for n in browser_models(cfg)], "k": k,
               "sae": cfg.sae.model_dump(mode="json"), "matching": cfg.matching.model_dump(mode="json"),
               "autointerp": cfg.autointerp.model_dump(mode="json"), "templates": _templates_hash()}
 

@@ -51,14 +51,14 @@ def disagreement_figure(examples: list[Mapping], labels: Mapping[str, str], pare
     in the child's, each shaded by its own maximum (in its title, with the partner's r)."""
     import matplotlib.pyplot as plt
 
-    from .highlight import _layout, highlight_axes
+    from .highlight import highlight_axes, line_count
 
     if not examples:
         fig, ax = plt.subplots(figsize=(6, 0.8))
         ax.text(0.0, 0.5, "no latent where the crosscoder and correlation matching disagree", va="center")
         ax.set_axis_off()
         return fig
-    lines = [len({line for line, _, _ in _layout(e["tokens"], width)}) for e in examples]
+    lines = [line_count(e["tokens"], width) for e in examples]
     heights = [h * 0.17 + 0.4 for h in lines for _ in range(3)]
     fig, axes = plt.subplots(len(heights), 1, figsize=(width * 0.09, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})

@@ -25,8 +25,8 @@ def shade(acts, vmax: float | None = None) -> np.ndarray:
     return np.clip(acts / vmax, 0.0, 1.0)
 
 
-def _html_token(token: str) -> str:
-    # Escape first, then make whitespace visible: a newline shows as ↵ and breaks the line, a tab as →.
+def html_token(token: str) -> str:
+    """A token as HTML text: escaped, a newline shown as ↵ and breaking the line, a tab as →."""
     text = html.escape(token, quote=True)
     return text.replace("\t", "\u2192").replace("\r", "").replace("\n", "\u21b5<br>")
 
@@ -43,7 +43,7 @@ def highlight_html(tokens: Sequence[str], acts, vmax: float | None = None, title
     r, g, b = HIGHLIGHT_RGB
     spans = "".join(
         f'<span title="{html.escape(repr(t))}: {a:.3f}" style="background-color: rgba({r},{g},{b},{al:.3f}); '
-        f'border-right: 1px solid #eee">{_html_token(t)}</span>'
+        f'border-right: 1px solid #eee">{html_token(t)}</span>'
         for t, a, al in zip(tokens, acts, alpha)
     )
     head = f'<div style="font-weight: bold; margin-top: 6px">{html.escape(title)}</div>' if title else ""
@@ -87,6 +87,11 @@ def _layout(tokens: Sequence[str], width: int) -> list[tuple[int, int, str]]:
                 placed.append((line, col, rest))
                 col += len(rest)
     return placed
+
+
+def line_count(tokens: Sequence[str], width: int) -> int:
+    """How many lines ``highlight_axes`` draws ``tokens`` on at ``width`` characters (to size a figure first)."""
+    return len({line for line, _, _ in _layout(tokens, width)})
 
 
 def _placed_per_token(tokens: Sequence[str], width: int) -> list[list[tuple[int, int, str]]]:
@@ -148,7 +153,7 @@ def highlight_figure(
     missing = [(m, s) for m in models for s in names if s not in acts[m]]
     if missing:
         raise ValueError(f"no activations for (model, snippet) {missing}")
-    lines = {s: len({line for line, _, _ in _layout(snippets[s], width)}) for s in names}
+    lines = {s: line_count(snippets[s], width) for s in names}
     height_rows = [max(lines.values()) * 0.16 + 0.35] * len(models)
     fig, axes = plt.subplots(
         len(models), len(names), figsize=(width * 0.085 * len(names) + 0.3, sum(height_rows) + (0.5 if note else 0.1)),

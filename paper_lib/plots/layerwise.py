@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .dynamics import DOMAIN_COLORS
-from .highlight import _layout, highlight_axes
+from .highlight import highlight_axes, line_count
 from .intervals import interval_bounds, plot_band
 
 CHILD_STYLES = ("-", "--", ":", "-.")
@@ -92,7 +92,7 @@ def views_figure(views: Mapping[str, Any], labels: Mapping[str, str], width: int
 
     rows = views["layers"]
     models = list(dict.fromkeys(m for row in rows for m in [*row["acts"], *row["matches"]]))
-    n_lines = max(len({line for line, _, _ in _layout(row["tokens"], width)}) for row in rows)
+    n_lines = max(line_count(row["tokens"], width) for row in rows)
     fig, axes = plt.subplots(len(rows), len(models), figsize=(width * 0.085 * len(models) + 0.3,
                                                                len(rows) * (n_lines * 0.16 + 0.45)), squeeze=False)
     for r, row in enumerate(rows):
