@@ -179,7 +179,9 @@ class FakeServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
-                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+                server.requests.append(
+                    {"path": self.path, "auth": self.headers.get("Authorization"), "at": time.monotonic(), **body}
+                )
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {}, b'{"error": "not found"}')
                 if server.script:
@@ -233,10 +235,9 @@ def server():
     fake.close()
 
 
-def _client(server, sleeps=None, **kwargs):
-    sleeps = [] if sleeps is None else sleeps
-    options = {"timeout_s": 5.0, "max_retries": 2, "backoff_s": 0.5, "max_backoff_s": 10.0, **kwargs}
-    return ai.OpenAIChat(base_url=server.base_url, api_key="test-key", sleep=sleeps.append, **options)
+def _client(server, **kwargs):
+    options = {"timeout_s": 5.0, "max_retries": 2, **kwargs}
+    return ai.OpenAIChat(base_url=server.base_url, api_key="test-key", **options)
 
 
 def _reply(text: str) -> bytes:
@@ -257,12 +258,12 @@ def test_openai_request_format(server):
 
 
 def test_openai_retries_429_with_retry_after_then_500_with_backoff(server):
-    server.script = [(429, {"Retry-After": "3"}, b'{"error": "rate limited"}'), (500, {}, b'{"error": "boom"}')]
-    sleeps = []
-    client = _client(server, sleeps)
-    assert client.complete(MESSAGES, "m", 0.0, 80).startswith(ai.EXPLANATION_PREFIX)
-    assert len(server.requests) == 3 and client.n_requests == 3
-    assert sleeps == [3.0, 1.0]  # Retry-After honoured, then backoff 0.5 * 2**1
+    server.script = [(429, {"Retry-After": "1.5"}, b'{"error": "rate limited"}'), (500, {}, b'{"error": "boom"}')]
+    assert _client(server).complete(MESSAGES, "m", 0.0, 80).startswith(ai.EXPLANATION_PREFIX)
+    assert len(server.requests) == 3
+    first, second, third = (r["at"] for r in server.requests)
+    assert second - first >= 1.5  # Retry-After honoured (the SDK's own backoff would wait at most 0.5 s)
+    assert third - second >= 0.3  # then exponential backoff with jitter, not an immediate retry
 
 
 def test_openai_gives_up_after_retries_and_fails_fast_on_client_errors(server):
@@ -281,9 +282,10 @@ def test_openai_gives_up_after_retries_and_fails_fast_on_client_errors(server):
 
 def test_openai_timeout_is_retried(server):
     server.script = [1.0]  # the first answer comes after the client's timeout
-    client = _client(server, timeout_s=0.3, max_retries=1)
-    assert client.complete(MESSAGES, "m", 0.0, 80).startswith(ai.EXPLANATION_PREFIX)
-    assert client.n_requests == 2
+    assert _client(server, timeout_s=0.3, max_retries=1).complete(MESSAGES, "m", 0.0, 80).startswith(
+        ai.EXPLANATION_PREFIX
+    )
+    assert len(server.requests) == 2
 
 
 def test_openai_missing_key_is_a_clear_error(monkeypatch):
@@ -343,7 +345,7 @@ def test_server_down_names_the_refused_connection(tmp_path):
     with socket.socket() as sock:  # a port on which nothing listens
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    chat = ai.OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=1, sleep=lambda s: None)
+    chat = ai.OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=1)
     backend = ai.ChatBackend("openai", chat, "m", "m", cache=ai.ResponseCache(tmp_path))
     with pytest.raises(ai.BackendUnavailable, match="Connection refused.*Is the server running"):
         backend.explain([ai.Example("x", 9, ("a",), "top", 0, 0)])

@@ -4,7 +4,7 @@ Backends share one interface (``Backend``: ``explain(examples) -> str``, ``simul
 list[int]``) and are chosen by ``cfg.autointerp.backend``:
 
 - ``"openai"``: any OpenAI-compatible chat-completions API (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
-  ``AUTOINTERP_MODEL``), standard library only (urllib), with retries, backoff, Retry-After and timeouts.
+  ``AUTOINTERP_MODEL``), through the official ``openai`` SDK (its retries, backoff, Retry-After and timeouts).
 - ``"hf"``: a local instruction-tuned HF transformers model (``cfg.autointerp.hf_model``), for GPU sessions.
 - ``"offline"``: a statistical baseline with no language model; its explanation lists the feature's most
   characteristic tokens and preceding tokens, and its simulator parses that text back (it sees nothing else).

@@ -1,15 +1,9 @@
-"""Chat-completion clients: an OpenAI-compatible HTTP client (standard library), a local HF model, a reply cache."""
+"""Chat-completion clients: an OpenAI-compatible server (the ``openai`` SDK), a local HF model, a reply cache."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,11 +51,14 @@ class ResponseCache:
 
 
 class OpenAIChat:
-    """An OpenAI-compatible ``/chat/completions`` client using only the standard library.
+    """An OpenAI-compatible ``/chat/completions`` client on the official ``openai`` SDK.
 
-    ``base_url`` (default ``$OPENAI_BASE_URL`` or https://api.openai.com/v1) includes the ``/v1`` part, as in
-    the official client. Retries connection errors, timeouts, HTTP 429 and 5xx with exponential backoff,
-    honouring ``Retry-After``; other HTTP errors and malformed replies fail at once with the server's message.
+    ``base_url`` (default ``$OPENAI_BASE_URL`` or https://api.openai.com/v1) includes the ``/v1`` part. Retries,
+    exponential backoff with jitter, ``Retry-After`` and timeouts are the SDK's (it retries connection errors,
+    timeouts, HTTP 408, 409, 429 and 5xx ``max_retries`` times); this class maps what is left into the project's
+    errors: a key, permission or model-name refusal and an exhausted retry budget stop the run
+    (``BackendUnavailable``), other refusals and malformed replies fail the one request (``AutointerpError``).
+    It replaced a hand-written urllib client with its own retry loop.
     """
 
     def __init__(
@@ -70,80 +67,65 @@ class OpenAIChat:
         api_key: str | None = None,
         timeout_s: float = 60.0,
         max_retries: int = 5,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
-        sleep: Callable[[float], None] = time.sleep,
     ):
+        import openai
+
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not self.api_key:
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
             raise AutointerpError(
                 "autointerp backend 'openai' needs an API key: set OPENAI_API_KEY (any non-empty value for a "
                 "local server that needs none), or use backend 'offline' or 'hf'."
             )
-        self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.sleep = sleep
-        self.n_requests = 0  # HTTP requests sent, including retries (tests and cost reports read it)
-
-    def _wait(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(self.max_backoff_s, max(0.0, float(retry_after)))
-            except ValueError:
-                pass  # an HTTP date: fall back to backoff
-        return min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        self._openai = openai
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
 
     def complete(self, messages: Messages, model: str, temperature: float, max_tokens: int) -> str:
-        """Send one chat completion request and return the reply text."""
+        """Send one chat completion request (retried by the SDK) and return the reply text."""
+        openai = self._openai
         url = f"{self.base_url}/chat/completions"
-        body = json.dumps(
-            {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
-        ).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"}
-        last_error = "no attempt made"
-        for attempt in range(self.max_retries + 1):
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            retry_after = None
-            self.n_requests += 1
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    raw = response.read()
-                return self._reply_text(raw, url)
-            except urllib.error.HTTPError as err:
-                try:
-                    detail = err.read()[:500].decode("utf-8", "replace")
-                except (OSError, http.client.HTTPException):
-                    detail = str(err.reason)
-                if err.code in (401, 403, 404):  # key, permission or model name: no request can succeed
-                    raise BackendUnavailable(
-                        f"{url} answered HTTP {err.code}: {detail}. Check OPENAI_API_KEY, OPENAI_BASE_URL and the "
-                        "model name (AUTOINTERP_MODEL or autointerp.explainer_model)."
-                    ) from err
-                if err.code != 429 and err.code < 500:
-                    raise AutointerpError(f"{url} answered HTTP {err.code}: {detail}") from err
-                retry_after = err.headers.get("Retry-After") if err.headers else None
-                last_error = f"HTTP {err.code}: {detail}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
-                last_error = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-            if attempt < self.max_retries:
-                self.sleep(self._wait(attempt, retry_after))
-        raise BackendUnavailable(
-            f"{url} failed after {self.max_retries + 1} attempts; last error: {last_error}. Is the server running "
-            "and OPENAI_BASE_URL right? Nothing was cached: rerun when it answers."
-        )
-
-    @staticmethod
-    def _reply_text(raw: bytes, url: str) -> str:
         try:
-            content = json.loads(raw)["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise AutointerpError(f"{url} returned an unparseable reply: {raw[:300]!r}") from err
+            completion = self.client.chat.completions.create(
+                model=model, messages=messages, temperature=temperature, max_tokens=max_tokens
+            )
+        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
+            raise BackendUnavailable(  # key, permission or model name: no request can succeed
+                f"{url} answered HTTP {err.status_code}: {_detail(err)}. Check OPENAI_API_KEY, OPENAI_BASE_URL and "
+                "the model name (AUTOINTERP_MODEL or autointerp.explainer_model)."
+            ) from err
+        except openai.APIStatusError as err:
+            if err.status_code in (408, 409, 429) or err.status_code >= 500:  # retried by the SDK, still failing
+                raise BackendUnavailable(
+                    f"{url} failed after {self.max_retries + 1} attempts; last error: HTTP {err.status_code}: "
+                    f"{_detail(err)}. Is the server running and OPENAI_BASE_URL right? Nothing was cached: rerun "
+                    "when it answers."
+                ) from err
+            raise AutointerpError(f"{url} answered HTTP {err.status_code}: {_detail(err)}") from err
+        except openai.APIConnectionError as err:  # refused, reset, DNS, or timed out (APITimeoutError)
+            cause = err.__cause__ or err
+            raise BackendUnavailable(
+                f"{url} failed after {self.max_retries + 1} attempts; last error: {type(err).__name__}: {cause}. Is "
+                "the server running and OPENAI_BASE_URL right? Nothing was cached: rerun when it answers."
+            ) from err
+        except ValueError as err:  # a body that is not JSON
+            raise AutointerpError(f"{url} returned an unparseable reply: {err}") from err
+        try:
+            content = completion.choices[0].message.content
+        except (AttributeError, IndexError, KeyError, TypeError) as err:
+            raise AutointerpError(f"{url} returned an unparseable reply: {completion!r:.300}") from err
         if not isinstance(content, str):
-            raise AutointerpError(f"{url} returned a reply without text content: {raw[:300]!r}")
+            raise AutointerpError(f"{url} returned a reply without text content: {completion!r:.300}")
         return content
+
+
+def _detail(err) -> str:
+    """The first 500 characters of an error reply's body."""
+    try:
+        body = err.response.text
+    except Exception:  # noqa: BLE001 - a streamed or closed response: fall back to the SDK's message
+        body = str(err)
+    return body[:500]
 
 
 class HFChat:
