@@ -9,3 +9,13 @@ sentences notebooks render from saved JSON), ``plots`` (figure style, the flow f
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+if _os.environ.get("PAPER_PROGRESS") == "text":
+    # Headless runs (make paper sets this for its kernels): with ipywidgets installed, tqdm.auto would draw widgets
+    # that papermill's log cannot show, so progress bars stay text there. Set before any submodule imports tqdm.
+    import tqdm.auto as _tqdm_auto
+    import tqdm.std as _tqdm_std
+
+    _tqdm_auto.tqdm, _tqdm_auto.trange = _tqdm_std.tqdm, _tqdm_std.trange

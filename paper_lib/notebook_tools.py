@@ -1,6 +1,6 @@
 """Writing and cleaning the project's notebooks.
 
-Notebooks are committed without outputs; ``strip`` removes outputs and execution counts, ``write_notebook``
+Notebooks are committed without outputs; ``strip`` removes them with nbstripout, ``write_notebook``
 builds a notebook from (kind, source) cells with a code cell tagged ``parameters`` for papermill, and ``colab``
 writes every notebook's first cell (the Colab setup, generated from pyproject.toml by ``paper_lib.colab``) and the
 README's Colab section, so the repository URL is edited in one place.
@@ -12,6 +12,7 @@ README's Colab section, so the repository URL is edited in one place.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,23 +41,26 @@ def write_notebook(cells: list[tuple[str, str]], path: Path) -> None:
     Path(path).write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
 
 
+def _nbstripout(paths: list[Path], verify: bool) -> subprocess.CompletedProcess:
+    """nbstripout on ``paths``, keeping the cells' stable ids (its default renumbers them)."""
+    command = [sys.executable, "-m", "nbstripout", "--keep-id", *(["--verify"] if verify else []), *map(str, paths)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
 def has_outputs(path: Path) -> bool:
-    """True if any code cell of the notebook carries outputs or an execution count."""
-    nb = nbformat.read(str(path), as_version=4)
-    return any(c.cell_type == "code" and (c.outputs or c.execution_count) for c in nb.cells)
+    """True if nbstripout would change the notebook (outputs, execution counts or volatile metadata)."""
+    result = _nbstripout([Path(path)], verify=True)
+    if result.returncode not in (0, 1):
+        raise RuntimeError(f"nbstripout --verify failed on {path}: {result.stderr.strip()}")
+    return result.returncode == 1
 
 
-def strip(path: Path) -> bool:
-    """Remove outputs and execution counts in place; returns True if the file changed."""
-    nb = nbformat.read(str(path), as_version=4)
-    changed = False
-    for cell in nb.cells:
-        if cell.cell_type == "code" and (cell.outputs or cell.execution_count):
-            cell.outputs, cell.execution_count = [], None
-            changed = True
-    if changed:
-        Path(path).write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
-    return changed
+def strip(paths: list[Path]) -> None:
+    """Strip outputs, execution counts and volatile metadata in place with nbstripout (which replaced a
+    hand-written loop over the cells)."""
+    result = _nbstripout([Path(p) for p in paths], verify=False)
+    if result.returncode:
+        raise RuntimeError(f"nbstripout failed: {result.stderr.strip()}")
 
 
 def set_first_cell(path: Path, source: str, tag: str, cell_id: str) -> bool:
@@ -106,9 +110,7 @@ def main(argv: list[str]) -> int:
         return 2
     paths = [Path(p) for p in argv[1:]]
     if argv[0] == "strip":
-        for path in paths:
-            if strip(path):
-                print(f"stripped {path}")
+        strip(paths)
         return 0
     dirty = [p for p in paths if has_outputs(p)]
     for path in dirty:

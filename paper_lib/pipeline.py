@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="re-execute even when nothing changed")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    os.environ.setdefault("PAPER_PROGRESS", "text")  # the kernels' progress bars as text in this log (paper_lib/__init__)
     absolute_environment()
     try:
         cfg = load_config(args.profile)  # a bad profile fails here, before anything is created

@@ -6,14 +6,11 @@ missing. Screenshots are saved in the run folder's ``screenshots/``.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,14 +33,9 @@ def _free_port() -> int:
 
 @pytest.fixture
 def driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from paper_lib.browser.screenshot import chrome
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser = chrome()
     yield browser
     browser.quit()
 
@@ -123,14 +115,11 @@ def test_the_feature_browser_follows_a_match_to_its_partner(driver, smoke_cfg):
     from selenium.webdriver.common.by import By
 
     from paper_lib.browser import site_dir
+    from paper_lib.browser.screenshot import screenshot, served
 
     path = site_dir(smoke_cfg)
-    port = _free_port()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        driver.get(f"http://127.0.0.1:{port}/babypython.html")
+    with served(path) as url:
+        driver.get(f"{url}/babypython.html")
         links = driver.find_elements(By.CSS_SELECTOR, "section.feat a[href^='lua.html#f']")
         assert links, "no BabyPython feature links to a Lua feature"
         target = links[0].get_attribute("href").split("#f")[1]
@@ -141,7 +130,7 @@ def test_the_feature_browser_follows_a_match_to_its_partner(driver, smoke_cfg):
         assert section.find_element(By.TAG_NAME, "h3").text.startswith(f"#{target}")
         assert section.find_elements(By.CSS_SELECTOR, "a[href^='babypython.html#f']"), "no link back to BabyPython"
         driver.save_screenshot(str(_screenshots() / "browser_lua_partner.png"))
-        driver.get(f"http://127.0.0.1:{port}/babypython.html")
+        driver.get(f"{url}/babypython.html")
         sections = driver.find_elements(By.CSS_SELECTOR, "section.feat")
         word = "kept" if "kept" in sections[0].get_attribute("data-text") else "disappearing"
         expected = sum(word in s.get_attribute("data-text") for s in sections)
@@ -149,5 +138,5 @@ def test_the_feature_browser_follows_a_match_to_its_partner(driver, smoke_cfg):
         shown = [s for s in sections if s.is_displayed()]
         assert len(shown) == expected > 0 and all(word in s.get_attribute("data-text") for s in shown)
         driver.save_screenshot(str(_screenshots() / "browser_babypython.png"))
-    finally:
-        server.shutdown()
+    out = screenshot(path, _screenshots() / "browser_lua_page.png")  # the helper README's picture is made with
+    assert out.stat().st_size > 10_000
