@@ -93,8 +93,10 @@ def test_jupyterlab_runs_notebook_01_on_smoke_through_the_ui(driver, tmp_path):
             prompts = [p.text for p in driver.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
             return len(prompts) == n_code and all(p.strip() not in ("[ ]:", "[*]:", "") for p in prompts)
 
-        _wait(finished, 600, "every code cell to run", step=2.0)
-        driver.save_screenshot(str(_screenshots() / "jupyterlab_01_training.png"))
+        try:
+            _wait(finished, 600, "every code cell to run", step=2.0)
+        finally:  # on a timeout too: the picture shows where the run stood
+            driver.save_screenshot(str(_screenshots() / "jupyterlab_01_training.png"))
         errors = driver.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.error']")
         assert not errors, errors[0].text[:2000]
         images = driver.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
