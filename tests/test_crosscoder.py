@@ -231,3 +231,44 @@ def test_disagreement_examples_show_each_latent_where_it_fires_most(smoke_cfg):
         assert len(example["tokens"]) == width and all(len(a) == width for a in example["acts"].values())
     figure = disagreement_figure(examples, {}, "babypython", "lua")
     assert len(figure.axes) == max(3 * len(examples), 1)
+
+
+def test_sparse_decode_is_the_dense_product_with_its_gradients():
+    """``decode`` reads only the active latents' decoder rows (``embedding_bag``): the same reconstruction and the
+    same gradients for the decoder and the activations as the dense product, empty rows included."""
+    crosscoder = BatchTopKCrosscoder(D, 64, 4, seed=3)
+    generator = torch.Generator().manual_seed(5)
+    pre = torch.randn(20, 64, generator=generator).requires_grad_()  # before the ReLU, as in the encoder
+    keep = torch.rand(20, 64, generator=generator) < 0.1
+    keep[7] = False  # a token where no latent fires
+    grad = torch.randn(20, 2, D, generator=generator)
+    results = []
+    for decode in (crosscoder.decode,
+                   lambda a: torch.einsum("bf,fmd->bmd", a, crosscoder.W_dec_FMD) + crosscoder.b_dec_MD):
+        crosscoder.zero_grad(set_to_none=True)
+        pre.grad = None
+        out = decode(torch.relu(pre) * keep)
+        out.backward(grad)
+        results.append((out.detach(), crosscoder.W_dec_FMD.grad.clone(), pre.grad.clone()))
+    for sparse, dense in zip(*results):
+        torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)
+    assert torch.equal(results[0][0][7], crosscoder.b_dec_MD.detach())
+
+
+def test_notebook_11_cost_counts_its_crosscoder_steps(smoke_cfg):
+    """The cost of notebook 11 is the build seconds of the crosscoder steps (the control's included), beside
+    notebook 01's, and lands in the benchmark file."""
+    from paper_lib.core.artifacts import manifest, read_json, run_dir
+    from paper_lib.crosscoder import crosscoder_dir, crosscoder_folders, crosscoder_cost
+
+    smoke_cfg = smoke_cfg.model_copy(update={"crosscoder": smoke_cfg.crosscoder.model_copy(
+        update={"pairs": [["babypython", "lua"]]})})  # the pair and control the tests above trained
+    folders = crosscoder_folders(smoke_cfg)
+    control = smoke_cfg.crosscoder.control
+    expected = {crosscoder_dir(smoke_cfg, "babypython", "lua"), crosscoder_dir(smoke_cfg, control, control)}
+    assert expected <= folders
+    assert all(f.name.startswith("crosscoder-") for f in folders)
+    cost = crosscoder_cost(smoke_cfg)
+    assert cost["crosscoder_steps"] == len(folders)
+    assert cost["crosscoder_seconds"] == pytest.approx(sum(manifest(f)["seconds"] for f in folders), abs=0.1)
+    assert read_json(run_dir(smoke_cfg.profile) / "benchmarks.json")["crosscoder"]["crosscoder_steps"] == len(folders)

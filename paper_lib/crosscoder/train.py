@@ -47,7 +47,7 @@ def train_crosscoder(
     crosscoder.train()
     for step in tqdm(range(n_steps), desc=desc, leave=False):
         x_BMD = next(batches)
-        acts_BF = crosscoder.encode(x_BMD, batch_topk=True)
+        pre_BF, acts_BF = crosscoder.encode_with_pre(x_BMD, batch_topk=True)
         recon_BMD = crosscoder.decode(acts_BF)
         error_BMD = x_BMD - recon_BMD
         loss = error_BMD.pow(2).sum(dim=(1, 2)).mean()
@@ -56,9 +56,9 @@ def train_crosscoder(
         dead_F = since_fired_F >= dead_after_tokens
         aux = torch.zeros(())
         if dead_F.any() and aux_alpha > 0:
-            pre_BF = crosscoder.pre_activations(x_BMD) * dead_F
-            top = pre_BF.topk(min(k_aux, int(dead_F.sum())), dim=1)
-            aux_acts_BF = torch.zeros_like(pre_BF).scatter(1, top.indices, top.values)
+            dead_pre_BF = pre_BF * dead_F  # the encoder's one pass: its gradient sums both losses' before the matmul
+            top = dead_pre_BF.topk(min(k_aux, int(dead_F.sum())), dim=1)
+            aux_acts_BF = torch.zeros_like(dead_pre_BF).scatter(1, top.indices, top.values)
             aux_recon_BMD = torch.einsum("bf,fmd->bmd", aux_acts_BF, crosscoder.W_dec_FMD)
             aux = (error_BMD.detach() - aux_recon_BMD).pow(2).sum(dim=(1, 2)).mean()
         total = loss + aux_alpha * aux

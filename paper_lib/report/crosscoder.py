@@ -77,9 +77,20 @@ def case_sentences(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def cost_sentences(data: dict[str, Any]) -> list[str]:
+    c = data.get("cost") or {}
+    if not c.get("ratio_to_notebook_01_steps"):
+        return []
+    return [sentence(
+        f"Notebook 11's {c['crosscoder_steps']} steps (the crosscoders and their latents' partner features) took "
+        f"{c['crosscoder_seconds']:.0f} s to build, {c['ratio_to_notebook_01_steps']:.2f} times notebook 01's steps "
+        f"({c['notebook_01_steps_seconds']:.0f} s)")]
+
+
 def crosscoder_markdown(data: dict[str, Any]) -> str:
     """Every finding of notebook 11, grouped, as Markdown."""
     return grouped_markdown([("Shared and exclusive latents", class_sentences(data)),
                              ("Agreement with correlation matching", agreement_sentences(data)),
                              ("Where they disagree (Figure 11b)", disagreement_sentences(data)),
-                             ("The case-study features", case_sentences(data))])
+                             ("The case-study features", case_sentences(data)),
+                             ("Cost", cost_sentences(data))])
