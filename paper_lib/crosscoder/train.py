@@ -56,10 +56,13 @@ def train_crosscoder(
         dead_F = since_fired_F >= dead_after_tokens
         aux = torch.zeros(())
         if dead_F.any() and aux_alpha > 0:
-            dead_pre_BF = pre_BF * dead_F  # the encoder's one pass: its gradient sums both losses' before the matmul
-            top = dead_pre_BF.topk(min(k_aux, int(dead_F.sum())), dim=1)
-            aux_acts_BF = torch.zeros_like(dead_pre_BF).scatter(1, top.indices, top.values)
-            aux_recon_BMD = torch.einsum("bf,fmd->bmd", aux_acts_BF, crosscoder.W_dec_FMD)
+            # Only the dead latents' columns: the same sum as over all latents with the live ones zeroed, at a
+            # fraction of the dense product's cost (8-30% of the latents are dead on the cpu profile).
+            dead = dead_F.nonzero().squeeze(1)
+            dead_pre_BK = pre_BF[:, dead]  # the encoder's one pass: its gradient sums both losses' before the matmul
+            top = dead_pre_BK.topk(min(k_aux, len(dead)), dim=1)
+            aux_acts_BK = torch.zeros_like(dead_pre_BK).scatter(1, top.indices, top.values)
+            aux_recon_BMD = torch.einsum("bk,kmd->bmd", aux_acts_BK, crosscoder.W_dec_FMD[dead])
             aux = (error_BMD.detach() - aux_recon_BMD).pow(2).sum(dim=(1, 2)).mean()
         total = loss + aux_alpha * aux
         require_finite(total.detach(), f"{desc} loss at step {step}",
