@@ -135,6 +135,25 @@ def test_downstream_folders_follow_manifest_inputs_to_a_fixed_point(tmp_path):
     assert found == {"model-a-1", "sae-a-2", "match-3"}
 
 
+def test_notebook_09_cost_leaves_out_the_stitching_steps_made_from_its_models(tmp_path, monkeypatch, smoke_cfg):
+    """Notebook 10 reuses the deeper family: its steps are made from notebook 09's models but are not notebook 09's,
+    so re-executing notebook 09 after notebook 10 counts the same steps as its first run."""
+    from paper_lib.layerwise import cost, layerwise_folders
+
+    def step(name, inputs):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"inputs": inputs, "seconds": 1.0}))
+
+    monkeypatch.setattr(cost, "model_dir", lambda cfg, name: tmp_path / f"model-{name}-1")  # no model is trained
+    model = "model-babypython_deep-1"
+    step(model, {})
+    step("sae-babypython_deep-2", {"model": model})
+    step("stitch-maps-babypython_small-babypython_deep-3", {"large": model})
+    step("stitch-transfer-4", {"maps": "stitch-maps-babypython_small-babypython_deep-3", "large_sae": "sae-babypython_deep-2"})
+    monkeypatch.setattr(cost, "run_dir", lambda profile: tmp_path)
+    assert {p.name for p in layerwise_folders(smoke_cfg)} == {model, "sae-babypython_deep-2"}
+
+
 def test_trend_needs_intervals_apart():
     from paper_lib.report.layerwise import trend
 

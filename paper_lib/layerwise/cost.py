@@ -27,9 +27,16 @@ def downstream_folders(root: Path, seeds: set[str]) -> set[Path]:
     return {folders[n] for n in found}
 
 
+# Steps made from the deeper family by later notebooks (notebook 10's stitching reuses its base and Lua fine-tune):
+# theirs, so notebook 09's cost is the same whether or not they have run.
+LATER_STEPS = ("stitch-",)
+
+
 def layerwise_folders(cfg: Config) -> set[Path]:
-    """The step folders notebook 09 builds: the deeper family's models and everything made from them."""
-    return downstream_folders(run_dir(cfg.profile), {model_dir(cfg, n).name for n in names()})
+    """The step folders notebook 09 builds: the deeper family's models and everything made from them, except the
+    later notebooks' steps (``LATER_STEPS``)."""
+    found = downstream_folders(run_dir(cfg.profile), {model_dir(cfg, n).name for n in names()})
+    return {p for p in found if not p.name.startswith(LATER_STEPS)}
 
 
 def layerwise_cost(cfg: Config) -> dict[str, Any]:
