@@ -75,3 +75,23 @@ def test_step_table_rows_come_from_the_manifests(tmp_path, monkeypatch):
     record_steps("tiny", [{**rows[0], "seconds": 13.0}])  # the same folder built again replaces its row
     table = read_json(run / "benchmarks.json")[STEP_TABLE]
     assert [row["seconds"] for row in table["rows"]] == [13.0]
+
+
+def test_a_re_execution_from_the_cache_keeps_the_wall_time_of_the_last_building_run(tmp_path, monkeypatch):
+    """Section costs are read beside notebook 01's cold time: a later execution that built no step (every step
+    cached) records its own wall time but keeps the building one, which the cost reference reads."""
+    from paper_lib.core.artifacts import record_benchmark
+    from paper_lib.core.config import load_config
+    from paper_lib.matching.controls import notebook_01_reference
+    from paper_lib.pipeline import _building_wall
+
+    monkeypatch.setenv("PAPER_RUNS_DIR", str(tmp_path))
+    (tmp_path / "smoke").mkdir()
+    name = "notebook_01_training"
+    built = {"wall_seconds": 950.0, **_building_wall("smoke", "01_training", 950.0, [{"step": "model-a"}])}
+    record_benchmark("smoke", name, built)
+    warm = {"wall_seconds": 11.0, **_building_wall("smoke", "01_training", 11.0, [])}
+    assert warm["building_wall_seconds"] == 950.0
+    record_benchmark("smoke", name, warm)
+    assert notebook_01_reference(load_config("smoke"))[1] == 950.0
+    assert _building_wall("smoke", "02_finetuning", 5.0, []) == {}  # never built: nothing to keep

@@ -270,11 +270,12 @@ def method_disagreements(cfg: Config, parent: str, child: str, n: int = 3) -> pd
 
 def notebook_01_reference(cfg: Config) -> tuple[float, float | None]:
     """What a section's cost is read against: the build seconds of notebook 01's steps in the profile's run folder
-    (from their manifests) and notebook 01's last recorded wall time (None if never run)."""
+    (from their manifests) and the wall time of notebook 01's last execution that built steps (None if never run)."""
     root = run_dir(cfg.profile)
     base = [p for p in root.iterdir() if p.is_dir() and is_complete(p) and p.name.rsplit("-", 1)[0] in NOTEBOOK_01_STEPS]
     bench = root / "benchmarks.json"
-    wall = (read_json(bench).get("notebook_01_training", {}) if bench.exists() else {}).get("wall_seconds")
+    record = read_json(bench).get("notebook_01_training", {}) if bench.exists() else {}
+    wall = record.get("building_wall_seconds", record.get("wall_seconds"))  # its last execution that built steps
     return sum(manifest(p)["seconds"] for p in base), wall
 
 
