@@ -119,18 +119,20 @@ def test_persistence_rows_read_against_their_ceiling_and_floor(smoke_cfg):
             assert row["survival_same_or_next"] >= row["survival"]
 
 
+def _step(root, name, inputs):
+    """A finished step folder: just its manifest, with the inputs the cost helpers follow."""
+    (root / name).mkdir()
+    (root / name / "manifest.json").write_text(json.dumps({"inputs": inputs, "seconds": 1.0}))
+
+
 def test_downstream_folders_follow_manifest_inputs_to_a_fixed_point(tmp_path):
     from paper_lib.layerwise import downstream_folders
 
-    def step(name, inputs):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "manifest.json").write_text(json.dumps({"inputs": inputs, "seconds": 1.0}))
-
-    step("model-a-1", {})
-    step("sae-a-2", {"model": "model-a-1"})
-    step("match-3", {"parent": "sae-a-2"})
-    step("model-b-4", {})
-    step("sae-b-5", {"model": "model-b-4"})
+    _step(tmp_path, "model-a-1", {})
+    _step(tmp_path, "sae-a-2", {"model": "model-a-1"})
+    _step(tmp_path, "match-3", {"parent": "sae-a-2"})
+    _step(tmp_path, "model-b-4", {})
+    _step(tmp_path, "sae-b-5", {"model": "model-b-4"})
     found = {p.name for p in downstream_folders(tmp_path, {"model-a-1"})}
     assert found == {"model-a-1", "sae-a-2", "match-3"}
 
@@ -140,16 +142,12 @@ def test_notebook_09_cost_leaves_out_the_stitching_steps_made_from_its_models(tm
     so re-executing notebook 09 after notebook 10 counts the same steps as its first run."""
     from paper_lib.layerwise import cost, layerwise_folders
 
-    def step(name, inputs):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "manifest.json").write_text(json.dumps({"inputs": inputs, "seconds": 1.0}))
-
     monkeypatch.setattr(cost, "model_dir", lambda cfg, name: tmp_path / f"model-{name}-1")  # no model is trained
     model = "model-babypython_deep-1"
-    step(model, {})
-    step("sae-babypython_deep-2", {"model": model})
-    step("stitch-maps-babypython_small-babypython_deep-3", {"large": model})
-    step("stitch-transfer-4", {"maps": "stitch-maps-babypython_small-babypython_deep-3", "large_sae": "sae-babypython_deep-2"})
+    _step(tmp_path, model, {})
+    _step(tmp_path, "sae-babypython_deep-2", {"model": model})
+    _step(tmp_path, "stitch-maps-babypython_small-babypython_deep-3", {"large": model})
+    _step(tmp_path, "stitch-transfer-4", {"maps": "stitch-maps-babypython_small-babypython_deep-3", "large_sae": "sae-babypython_deep-2"})
     monkeypatch.setattr(cost, "run_dir", lambda profile: tmp_path)
     assert {p.name for p in layerwise_folders(smoke_cfg)} == {model, "sae-babypython_deep-2"}
 

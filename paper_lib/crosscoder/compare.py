@@ -23,6 +23,7 @@ from ..core.artifacts import cached_step, manifest
 from ..core.config import Config
 from ..core.registry import REGISTRY
 from ..matching.pairs import _vocab_size, activation_sample_dir, correlate_samples, load_activation_sample, match_pair
+from .cost import crosscoder_pairs
 from .diff import CLASSES
 from .store import SAMPLE_CODES, crosscoder_dir, latent_table
 
@@ -159,8 +160,7 @@ def pair_table(cfg: Config) -> pd.DataFrame:
     from ..saes.evaluate import sae_diagnostics
 
     rows = []
-    control = [[cfg.crosscoder.control] * 2] if cfg.crosscoder.control else []
-    for parent, child in [*cfg.crosscoder.pairs, *control]:
+    for parent, child in crosscoder_pairs(cfg):
         meta = manifest(crosscoder_dir(cfg, parent, child))["meta"]
         table = latent_table(cfg, parent, child)
         row: dict[str, Any] = {"parent": parent, "child": child, "control": parent == child, "d_latents": meta["d_latents"], "k": meta["k"],
