@@ -26,6 +26,7 @@ from pathlib import Path
 from .core.artifacts import (
     BENCHMARK_FILE,
     MANIFEST,
+    STEP_TABLE,
     PROJECT_ROOT,
     file_fingerprint,
     read_json,
@@ -39,7 +40,6 @@ from .report import ReportError, write_results
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL_NAME = "feature-tracking"
-STEP_TABLE = "steps"  # the benchmark file's per-step table
 
 
 def _parents() -> dict[int, int]:

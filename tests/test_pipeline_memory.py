@@ -95,3 +95,25 @@ def test_a_re_execution_from_the_cache_keeps_the_wall_time_of_the_last_building_
     record_benchmark("smoke", name, warm)
     assert notebook_01_reference(load_config("smoke"))[1] == 950.0
     assert _building_wall("smoke", "02_finetuning", 5.0, []) == {}  # never built: nothing to keep
+
+
+def test_notebook_01_reference_counts_the_steps_notebook_01_built(tmp_path, monkeypatch):
+    """Later notebooks build further folders of notebook 01's step names (token data cut to other lengths): the
+    reference counts only the folders the step table says notebook 01 built, and falls back to the names only
+    where the run has no step table."""
+    from paper_lib.core.config import load_config
+    from paper_lib.matching.controls import notebook_01_reference
+
+    monkeypatch.setenv("PAPER_RUNS_DIR", str(tmp_path))
+    run = tmp_path / "smoke"
+    for folder, step, seconds in [("tokenizer-aaa", "tokenizer", 3.0), ("model-babypython-bbb", "model-babypython", 900.0),
+                                  ("tokens-babylm-train-ccc", "tokens-babylm-train", 4.0),
+                                  ("tokens-babylm-train-ddd", "tokens-babylm-train", 7.0)]:
+        (run / folder).mkdir(parents=True)
+        write_json_atomic(run / folder / "manifest.json", {"step": step, "seconds": seconds, "meta": {}})
+    assert notebook_01_reference(load_config("smoke")) == (914.0, None)  # no table: every folder of those names
+    rows = [{"folder": f, "notebook": "01_training", "seconds": s}
+            for f, s in [("tokenizer-aaa", 3.0), ("model-babypython-bbb", 900.0), ("tokens-babylm-train-ccc", 4.0)]]
+    record_steps("smoke", rows + [{"folder": "tokens-babylm-train-ddd", "notebook": "05_feature_matching",
+                                   "seconds": 7.0}])
+    assert notebook_01_reference(load_config("smoke"))[0] == 907.0

@@ -34,6 +34,7 @@ from .runtime import first_non_finite
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 MANIFEST = "manifest.json"  # written last inside a step folder: its presence marks the step complete
 BENCHMARK_FILE = "benchmarks.json"
+STEP_TABLE = "steps"  # the benchmark file's per-step table (which notebook built each step folder, and its cost)
 
 
 def runs_root() -> Path:

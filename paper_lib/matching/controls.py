@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import intervals
-from ..core.artifacts import is_complete, manifest, read_json, record_benchmark, run_dir
+from ..core.artifacts import BENCHMARK_FILE, STEP_TABLE, is_complete, manifest, read_json, record_benchmark, run_dir
 from ..core.config import Config
 from ..core.registry import NULL_MODEL
 from ..data import MATCHING_DOMAINS
@@ -17,8 +17,11 @@ from .methods import threshold_curve
 from .pairs import METHODS, match_saes, matching_pairs, min_support, sample_domains
 
 # The steps notebook 01 builds on a cold run: the tokenizer, BabyPython's token data, the model and its evaluation.
+# Read by name only where the run has no step table (notebooks executed outside ``paper_lib.pipeline``): other
+# notebooks build further folders of the same names (token data cut to other lengths), which count too then.
 NOTEBOOK_01_STEPS = ("tokenizer", "tokens-babylm-train", "tokens-python-train", "tokens-babylm-validation",
                      "tokens-python-validation", "model-babypython", "eval-babypython")
+NOTEBOOK_01 = "01_training"  # its name in the benchmark file's step table
 CURVE_THRESHOLDS = np.round(np.arange(0.05, 1.0001, 0.05), 2)
 
 
@@ -270,12 +273,23 @@ def method_disagreements(cfg: Config, parent: str, child: str, n: int = 3) -> pd
 
 def notebook_01_reference(cfg: Config) -> tuple[float, float | None]:
     """What a section's cost is read against: the build seconds of notebook 01's steps in the profile's run folder
-    (from their manifests) and the wall time of notebook 01's last execution that built steps (None if never run)."""
+    and the wall time of notebook 01's last execution that built steps (None if never run).
+
+    The steps are those the benchmark file's step table (written by ``paper_lib.pipeline``) says notebook 01 built,
+    still complete in the folder; without a table, every complete folder named like one of ``NOTEBOOK_01_STEPS``.
+    Seconds come from the folders' manifests (the time each took when it was built)."""
     root = run_dir(cfg.profile)
-    base = [p for p in root.iterdir() if p.is_dir() and is_complete(p) and p.name.rsplit("-", 1)[0] in NOTEBOOK_01_STEPS]
-    bench = root / "benchmarks.json"
-    record = read_json(bench).get("notebook_01_training", {}) if bench.exists() else {}
+    bench = root / BENCHMARK_FILE
+    stored = read_json(bench) if bench.exists() else {}
+    record = stored.get("notebook_01_training", {})
     wall = record.get("building_wall_seconds", record.get("wall_seconds"))  # its last execution that built steps
+    rows = (stored.get(STEP_TABLE) or {}).get("rows", [])
+    built = {row["folder"] for row in rows if row.get("notebook") == NOTEBOOK_01}
+    if built:
+        base = [root / name for name in sorted(built) if is_complete(root / name)]
+    else:
+        base = [p for p in root.iterdir()
+                if p.is_dir() and is_complete(p) and p.name.rsplit("-", 1)[0] in NOTEBOOK_01_STEPS]
     return sum(manifest(p)["seconds"] for p in base), wall
 
 
