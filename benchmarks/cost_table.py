@@ -152,6 +152,9 @@ def _bytes_per_token(cpu: dict) -> float:
     return sum(s["bytes"] for s in corpora) / max(1, sum(s["n_tokens"] for s in corpora)) if corpora else 4.0
 
 
+MODELS = ("babypython", "lua", "tinystories", "luastories")  # the paper's four models
+
+
 def _main_matches(cpu: dict) -> list[dict]:
     """The paper's matches: each parent -> child pair, both modes, the profile's SAEs, the pair's sample, unpermuted."""
     rows = cpu["step_sizes"]  # every finished step folder, also of a notebook still running when collected
@@ -172,11 +175,12 @@ def matching_row(h100: dict, cpu: dict) -> dict:
     cpu_hours = (sum(counts["pairs"] * sum(v) / len(v) for v in by_mode.values()) / 3600
                  if all(by_mode.values()) else None)
     measured = f"{len(main)} of {counts['pairs'] * counts['modes']} matches"
-    acts = _steps(cpu, "matching-acts-")
+    # the four models' own samples and the main matches: not the controls' (second seeds, null, permuted) nor
+    # notebook 08-09's (snapshots, the deeper family's narrower, denser per-layer SAEs)
+    acts = [a for a in cpu["step_sizes"] if a["step"] in {f"matching-acts-{n}" for n in MODELS}]
     l0 = [a["mean_l0"] for a in acts if a.get("mean_l0")]
     acts_bytes = sum(a["bytes"] for a in acts) / max(1, len(acts))
-    folders = [s for s in _steps(cpu, "matching-") if not s["step"].startswith("matching-acts-")]
-    match_bytes = sum(s["bytes"] for s in folders) / max(1, len(folders))
+    match_bytes = sum(s["bytes"] for s in main) / max(1, len(main))
     scale = PAPER_L0 / (sum(l0) / len(l0)) if l0 else 1.0
     return {"step": "matching, 4 pairs x 2 modes (05)",
             "amount": f"{counts['positions']:,} positions, 16,384 x 16,384",
@@ -234,7 +238,8 @@ def cpu_table(cpu: dict) -> str:
         lines.append(f"| {stem} | {record['wall_seconds']:,.0f} | {peak_text} | {built} | {slowest_text} | "
                      f"{'; '.join(rates) or '-'} |")
     if "make_paper" in bench:
-        lines.append(f"| **all** | **{bench['make_paper']['wall_seconds']:,.0f}** | | | | |")
+        run = bench["make_paper"]  # the last run that built steps (a later re-check from the cache builds none)
+        lines.append(f"| **all** | **{run.get('building_wall_seconds', run['wall_seconds']):,.0f}** | | | | |")
     return "\n".join(lines)
 
 

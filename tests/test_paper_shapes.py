@@ -47,7 +47,7 @@ def test_every_notebook_completed(paper_shapes_run):
 def test_the_shapes_are_the_papers(paper_shapes_run):
     cfg = load_config(PROFILE)
     assert (cfg.model.hidden_size, cfg.model.intermediate_size, cfg.model.num_attention_heads) == (512, 1024, 16)
-    tokenizer = json.loads((next(paper_shapes_run.glob("tokenizer-*")) / "tokenizer.json").read_text())
+    tokenizer = json.loads(next(paper_shapes_run.glob("tokenizer-*/tokenizer.json")).read_text())  # not its .lock
     assert len(tokenizer["model"]["vocab"]) == 32000  # the BPE really reached 32,000 tokens
     sae = next(m for m in _manifests(paper_shapes_run, "sae-babypython-") if m["step"] == "sae-babypython")
     saved = json.loads((paper_shapes_run / f"{sae['step']}-{sae['hash']}" / "sae" / "cfg.json").read_text())

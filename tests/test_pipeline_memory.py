@@ -117,3 +117,17 @@ def test_notebook_01_reference_counts_the_steps_notebook_01_built(tmp_path, monk
     record_steps("smoke", rows + [{"folder": "tokens-babylm-train-ddd", "notebook": "05_feature_matching",
                                    "seconds": 7.0}])
     assert notebook_01_reference(load_config("smoke"))[0] == 907.0
+
+
+def test_a_re_check_of_a_finished_run_keeps_its_cold_wall_time(tmp_path, monkeypatch):
+    """``make paper`` on a finished run (every notebook up to date) records its own seconds as ``wall_seconds`` but
+    keeps the wall time of the run that built the steps, which the cost table's total reads."""
+    from paper_lib.core.artifacts import record_benchmark
+    from paper_lib.pipeline import _building_wall
+
+    monkeypatch.setenv("PAPER_RUNS_DIR", str(tmp_path))
+    (tmp_path / "smoke").mkdir()
+    cold = {"wall_seconds": 6921.0, **_building_wall("smoke", "make_paper", 6921.0, [{"built_steps": 9}], "")}
+    record_benchmark("smoke", "make_paper", cold)
+    again = {"wall_seconds": 9.1, **_building_wall("smoke", "make_paper", 9.1, [], "")}
+    assert again == {"wall_seconds": 9.1, "building_wall_seconds": 6921.0}
