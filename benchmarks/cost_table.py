@@ -177,7 +177,8 @@ def matching_row(h100: dict, cpu: dict) -> dict:
     measured = f"{len(main)} of {counts['pairs'] * counts['modes']} matches"
     # the four models' own samples and the main matches: not the controls' (second seeds, null, permuted) nor
     # notebook 08-09's (snapshots, the deeper family's narrower, denser per-layer SAEs)
-    acts = [a for a in cpu["step_sizes"] if a["step"] in {f"matching-acts-{n}" for n in MODELS}]
+    own = {f"matching-acts-{n}" for n in MODELS}
+    acts = [a for a in cpu["step_sizes"] if a["step"] in own]
     l0 = [a["mean_l0"] for a in acts if a.get("mean_l0")]
     acts_bytes = sum(a["bytes"] for a in acts) / max(1, len(acts))
     match_bytes = sum(s["bytes"] for s in main) / max(1, len(main))

@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 from .core.artifacts import (
-    BENCHMARK_FILE,
     MANIFEST,
     STEP_TABLE,
     PROJECT_ROOT,
     file_fingerprint,
+    read_benchmarks,
     read_json,
     record_benchmark,
     run_dir,
@@ -146,8 +146,7 @@ def step_rows(run_folder: Path, names: set[str], notebook: str, memory: dict) ->
 
 def record_steps(profile: str, rows: list[dict]) -> None:
     """Add ``rows`` to the benchmark file's per-step table (a folder built again replaces its old row)."""
-    path = run_dir(profile) / BENCHMARK_FILE
-    old = (read_json(path).get(STEP_TABLE) or {}).get("rows", []) if path.exists() else []
+    old = (read_benchmarks(profile).get(STEP_TABLE) or {}).get("rows", [])
     new = {row["folder"] for row in rows}
     kept = [row for row in old if row["folder"] not in new]
     record_benchmark(profile, STEP_TABLE, {"rows": kept + rows, "columns": {
@@ -277,15 +276,13 @@ def run_notebook(notebook: Path, profile: str, output_dir: Path, force: bool = F
     return {"notebook": notebook.name, "skipped": False, "seconds": seconds, **usage, "steps": steps}
 
 
-def _building_wall(profile: str, stem: str, seconds: float, steps: list[dict], prefix: str = "notebook_"
-                   ) -> dict[str, float]:
-    """``building_wall_seconds``: the wall time of the last execution that built steps (this one's if it built any,
-    else the one kept in the benchmark file under ``prefix + stem``), so a re-execution from the cache (seconds)
-    does not hide the cold time the sections' costs are read beside (a notebook; ``make_paper``, the whole run)."""
-    if steps:
+def _building_wall(profile: str, name: str, seconds: float, built: bool) -> dict[str, float]:
+    """``building_wall_seconds``: the wall time of the last execution that built steps (these ``seconds`` if this one
+    ``built`` any, else the value kept under ``name`` in the benchmark file: a notebook's record, or ``make_paper``
+    for the whole run), so a re-execution from the cache does not hide the cold time the costs are read beside."""
+    if built:
         return {"building_wall_seconds": seconds}
-    bench = run_dir(profile) / BENCHMARK_FILE
-    kept = (read_json(bench).get(f"{prefix}{stem}", {}) if bench.exists() else {}).get("building_wall_seconds")
+    kept = read_benchmarks(profile).get(name, {}).get("building_wall_seconds")
     return {} if kept is None else {"building_wall_seconds": kept}
 
 
@@ -322,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             usage = {k: record[k] for k in ("peak_rss_mib", "peak_hwm_mib", "memory_polls")}
             steps = record.pop("steps")
             record["built_steps"] = len(steps)
-            record_benchmark(cfg.profile, f"notebook_{notebook.stem}",
-                             {"wall_seconds": record["seconds"], "built_steps": len(steps), **usage,
-                              **_building_wall(cfg.profile, notebook.stem, record["seconds"], steps)})
+            name = f"notebook_{notebook.stem}"
+            record_benchmark(cfg.profile, name, {"wall_seconds": record["seconds"], "built_steps": len(steps), **usage,
+                                                 **_building_wall(cfg.profile, name, record["seconds"], bool(steps))})
             record_steps(cfg.profile, steps)
     try:  # only after every notebook succeeded: a failed one raised above and leaves RESULTS.md as it was
         write_results_report(cfg.profile, output_dir)
@@ -336,9 +333,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"[paper] feature browser: {summary(site_dir(cfg))}", flush=True)
     elapsed = round(time.time() - total, 1)
-    built = [r for r in records if r.get("built_steps")]  # a re-check from the cache keeps the cold time
+    built = any(r.get("built_steps") for r in records)  # a re-check from the cache keeps the cold time
     record_benchmark(cfg.profile, "make_paper", {"wall_seconds": elapsed, "notebooks": records,
-                                                 **_building_wall(cfg.profile, "make_paper", elapsed, built, "")})
+                                                 **_building_wall(cfg.profile, "make_paper", elapsed, built)})
     print(f"[paper] done in {elapsed} s; executed notebooks in {output_dir}", flush=True)
     return 0
 

@@ -88,13 +88,13 @@ def test_a_re_execution_from_the_cache_keeps_the_wall_time_of_the_last_building_
     monkeypatch.setenv("PAPER_RUNS_DIR", str(tmp_path))
     (tmp_path / "smoke").mkdir()
     name = "notebook_01_training"
-    built = {"wall_seconds": 950.0, **_building_wall("smoke", "01_training", 950.0, [{"step": "model-a"}])}
+    built = {"wall_seconds": 950.0, **_building_wall("smoke", name, 950.0, True)}
     record_benchmark("smoke", name, built)
-    warm = {"wall_seconds": 11.0, **_building_wall("smoke", "01_training", 11.0, [])}
+    warm = {"wall_seconds": 11.0, **_building_wall("smoke", name, 11.0, False)}
     assert warm["building_wall_seconds"] == 950.0
     record_benchmark("smoke", name, warm)
     assert notebook_01_reference(load_config("smoke"))[1] == 950.0
-    assert _building_wall("smoke", "02_finetuning", 5.0, []) == {}  # never built: nothing to keep
+    assert _building_wall("smoke", "notebook_02_finetuning", 5.0, False) == {}  # never built: nothing to keep
 
 
 def test_notebook_01_reference_counts_the_steps_notebook_01_built(tmp_path, monkeypatch):
@@ -127,7 +127,7 @@ def test_a_re_check_of_a_finished_run_keeps_its_cold_wall_time(tmp_path, monkeyp
 
     monkeypatch.setenv("PAPER_RUNS_DIR", str(tmp_path))
     (tmp_path / "smoke").mkdir()
-    cold = {"wall_seconds": 6921.0, **_building_wall("smoke", "make_paper", 6921.0, [{"built_steps": 9}], "")}
+    cold = {"wall_seconds": 6921.0, **_building_wall("smoke", "make_paper", 6921.0, True)}
     record_benchmark("smoke", "make_paper", cold)
-    again = {"wall_seconds": 9.1, **_building_wall("smoke", "make_paper", 9.1, [], "")}
+    again = {"wall_seconds": 9.1, **_building_wall("smoke", "make_paper", 9.1, False)}
     assert again == {"wall_seconds": 9.1, "building_wall_seconds": 6921.0}

@@ -345,6 +345,12 @@ def manifest(path: Path) -> dict[str, Any]:
     return read_json(Path(path) / MANIFEST)
 
 
+def read_benchmarks(profile: str) -> dict[str, Any]:
+    """The profile's benchmark file (``record_benchmark``) as a dict; empty where nothing was recorded yet."""
+    path = run_dir(profile) / BENCHMARK_FILE
+    return read_json(path) if path.exists() else {}
+
+
 def record_benchmark(profile: str, name: str, values: dict[str, Any]) -> Path:
     """Merge ``values`` under ``name`` into the profile's benchmark file (``runs/<profile>/benchmarks.json``).
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import intervals
-from ..core.artifacts import BENCHMARK_FILE, STEP_TABLE, is_complete, manifest, read_json, record_benchmark, run_dir
+from ..core.artifacts import STEP_TABLE, is_complete, manifest, read_benchmarks, record_benchmark, run_dir
 from ..core.config import Config
 from ..core.registry import NULL_MODEL
 from ..data import MATCHING_DOMAINS
@@ -279,9 +279,8 @@ def notebook_01_reference(cfg: Config) -> tuple[float, float | None]:
     still complete in the folder; without a table, every complete folder named like one of ``NOTEBOOK_01_STEPS``.
     Seconds come from the folders' manifests (the time each took when it was built)."""
     root = run_dir(cfg.profile)
-    bench = root / BENCHMARK_FILE
-    stored = read_json(bench) if bench.exists() else {}
-    record = stored.get("notebook_01_training", {})
+    stored = read_benchmarks(cfg.profile)
+    record = stored.get(f"notebook_{NOTEBOOK_01}", {})
     wall = record.get("building_wall_seconds", record.get("wall_seconds"))  # its last execution that built steps
     rows = (stored.get(STEP_TABLE) or {}).get("rows", [])
     built = {row["folder"] for row in rows if row.get("notebook") == NOTEBOOK_01}
